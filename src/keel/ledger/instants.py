@@ -1,0 +1,65 @@
+"""Instants are integers: microseconds since the Unix epoch, UTC.
+
+Integers keep the canonical encoding exact and make comparisons in SQL cheap; ISO 8601
+is only the human form at the edges.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, date, datetime, timedelta, tzinfo
+
+from .errors import BadInput
+
+#: The open end of a valid-time interval ("forever") and its opposite ("since always").
+FOREVER = 2**63 - 1
+SINCE_ALWAYS = -(2**63)
+
+_US = 1_000_000
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def to_us(dt: datetime) -> int:
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * _US + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+def parse_instant(text: str, default_tz: tzinfo = UTC) -> int:
+    """Parse ISO 8601 (a date, or a date-time with or without offset) to microseconds.
+
+    A value without an offset is read in ``default_tz`` (the operator's zone).
+    """
+    if not isinstance(text, str):
+        raise BadInput(f"expected an ISO 8601 instant, got {text!r}")
+    s = text.strip()
+    try:
+        if _DATE_ONLY.match(s):
+            d = date.fromisoformat(s)
+            dt = datetime(d.year, d.month, d.day)
+        else:
+            dt = datetime.fromisoformat(s.replace("z", "Z"))
+    except ValueError:
+        raise BadInput(f"{text!r} is not an ISO 8601 instant (e.g. 2026-05-01T09:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=default_tz)
+    return to_us(dt)
+
+
+def format_instant(us: int) -> str | None:
+    """UTC ISO 8601 with a trailing Z; None for the open ends of valid time."""
+    if us in (FOREVER, SINCE_ALWAYS):
+        return None
+    dt = from_us(us)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}"
+    return text + "Z"
