@@ -44,19 +44,46 @@ def export_lines(store: Store) -> Iterator[dict]:
             by_tx.setdefault(d[0], []).append(d)
         for tx in store.tx_rows(lo, hi):
             datoms = []
-            for (_t, _i, _b, e, a, v, tag, big, op, vf, vt, salt, vdigest) in by_tx.get(tx[0], []):
+            for _t, _i, _b, e, a, v, tag, big, op, vf, vt, salt, vdigest in by_tx.get(tx[0], []):
                 value = store.get_blob(bytes(v)) if big and v is not None else v
-                datoms.append({"e": e, "a": a, "op": op, "type": tag, "v": _b64(value),
-                               "salt": _b64(salt), "vdigest": bytes(vdigest).hex(),
-                               "valid_from": vf, "valid_to": vt})
-            yield {"tx": tx[0], "hash": bytes(tx[1]).hex(), "prev": bytes(tx[2]).hex(),
-                   "branch": names.get(tx[3]), "branch_id": tx[3], "time": tx[4],
-                   "author": tx[5], "key": bytes(tx[6]).hex(), "reason": tx[7],
-                   "root": bytes(tx[8]).hex(), "sig": bytes(tx[10]).hex(), "schema": tx[11],
-                   "datoms": datoms}
+                datoms.append(
+                    {
+                        "e": e,
+                        "a": a,
+                        "op": op,
+                        "type": tag,
+                        "v": _b64(value),
+                        "salt": _b64(salt),
+                        "vdigest": bytes(vdigest).hex(),
+                        "valid_from": vf,
+                        "valid_to": vt,
+                    }
+                )
+            yield {
+                "tx": tx[0],
+                "hash": bytes(tx[1]).hex(),
+                "prev": bytes(tx[2]).hex(),
+                "branch": names.get(tx[3]),
+                "branch_id": tx[3],
+                "time": tx[4],
+                "author": tx[5],
+                "key": bytes(tx[6]).hex(),
+                "reason": tx[7],
+                "root": bytes(tx[8]).hex(),
+                "sig": bytes(tx[10]).hex(),
+                "schema": tx[11],
+                "datoms": datoms,
+            }
     for size_, root, t, key, sig in store.checkpoints():
-        yield {"checkpoint": {"size": size_, "root": root.hex(), "time": t, "key": key.hex(),
-                              "sig": sig.hex()}}
+        yield {
+            "checkpoint": {
+                "size": size_,
+                "root": root.hex(),
+                "time": t,
+                "key": key.hex(),
+                "sig": sig.hex(),
+            }
+        }
 
 
 def export(store: Store, out: IO[str]) -> int:
@@ -70,10 +97,20 @@ def export(store: Store, out: IO[str]) -> int:
 def _rows(line: dict) -> tuple[tuple, list[tuple], dict[bytes, bytes]]:
     """Stored rows from one exported transaction line; big values go to `blobs`."""
     tid = line["tx"]
-    tx = (tid, bytes.fromhex(line["hash"]), bytes.fromhex(line["prev"]), line["branch_id"],
-          line["time"], line["author"], bytes.fromhex(line["key"]), line["reason"],
-          bytes.fromhex(line["root"]), len(line["datoms"]), bytes.fromhex(line["sig"]),
-          line["schema"])
+    tx = (
+        tid,
+        bytes.fromhex(line["hash"]),
+        bytes.fromhex(line["prev"]),
+        line["branch_id"],
+        line["time"],
+        line["author"],
+        bytes.fromhex(line["key"]),
+        line["reason"],
+        bytes.fromhex(line["root"]),
+        len(line["datoms"]),
+        bytes.fromhex(line["sig"]),
+        line["schema"],
+    )
     datoms, blobs = [], {}
     for i, d in enumerate(line["datoms"]):
         value = _unb64(d["v"])
@@ -81,9 +118,23 @@ def _rows(line: dict) -> tuple[tuple, list[tuple], dict[bytes, bytes]]:
         if value is not None and len(value) > INLINE_LIMIT:
             digest = hashlib.sha256(value).digest()
             blobs[digest], value, big = value, digest, 1
-        datoms.append((tid, i, line["branch_id"], d["e"], d["a"], value, d["type"], big, d["op"],
-                       d["valid_from"], d["valid_to"], _unb64(d["salt"]),
-                       bytes.fromhex(d["vdigest"])))
+        datoms.append(
+            (
+                tid,
+                i,
+                line["branch_id"],
+                d["e"],
+                d["a"],
+                value,
+                d["type"],
+                big,
+                d["op"],
+                d["valid_from"],
+                d["valid_to"],
+                _unb64(d["salt"]),
+                bytes.fromhex(d["vdigest"]),
+            )
+        )
     return tx, datoms, blobs
 
 
@@ -120,22 +171,29 @@ def import_file(store: Store, path: Path) -> int:
             if tx[0] <= have:
                 stored = store.tx_rows(tx[0], tx[0])
                 if bytes(stored[0][1]) != tx[1]:
-                    raise Corrupt(f"transaction {tx[0]} in {path.name} differs from the one "
-                                  "already in this ledger")
+                    raise Corrupt(
+                        f"transaction {tx[0]} in {path.name} differs from the one "
+                        "already in this ledger"
+                    )
                 continue
             pending.append((tx, datoms, blobs))
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"{path} has a malformed record: {exc!r}") from None
     if seq.expected_id - 1 < have:
-        raise Corrupt(f"{path.name} ends at transaction {seq.expected_id - 1}, "
-                      f"but this ledger already has {have}")
+        raise Corrupt(
+            f"{path.name} ends at transaction {seq.expected_id - 1}, "
+            f"but this ledger already has {have}"
+        )
     registered = set().union(*seq.keys.values()) if seq.keys else set()
     for cp in checkpoints:
         root, key = bytes.fromhex(cp["root"]), bytes.fromhex(cp["key"])
         signed = checkpoint_bytes(cp["size"], root, cp["time"])
-        if (cp["size"] > seq.log.size or seq.log.root(cp["size"]) != root
-                or key not in registered
-                or not verify_signature(key, bytes.fromhex(cp["sig"]), signed)):
+        if (
+            cp["size"] > seq.log.size
+            or seq.log.root(cp["size"]) != root
+            or key not in registered
+            or not verify_signature(key, bytes.fromhex(cp["sig"]), signed)
+        ):
             raise Corrupt(f"the checkpoint at size {cp['size']} in {path.name} does not verify")
     with store.write():
         current = store.head()
@@ -148,6 +206,11 @@ def import_file(store: Store, path: Path) -> int:
         known = {(s, r.hex()) for s, r, *_ in store.checkpoints()}
         for cp in checkpoints:
             if (cp["size"], cp["root"]) not in known:
-                store.add_checkpoint(cp["size"], bytes.fromhex(cp["root"]), cp["time"],
-                                     bytes.fromhex(cp["key"]), bytes.fromhex(cp["sig"]))
+                store.add_checkpoint(
+                    cp["size"],
+                    bytes.fromhex(cp["root"]),
+                    cp["time"],
+                    bytes.fromhex(cp["key"]),
+                    bytes.fromhex(cp["sig"]),
+                )
     return len(pending)

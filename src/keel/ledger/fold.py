@@ -8,6 +8,7 @@ value, unless a later retraction of that value covers the instant too.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 
 from .encoding import ASSERT
@@ -58,7 +59,7 @@ def timeline(rows: Sequence[Sequence], many: bool) -> list[tuple[tuple, int, int
     points = sorted({r[VF] for r in rows} | {r[VT] for r in rows})
     open_segments: dict[tuple, list] = {}
     out: list[list] = []
-    for start, end in zip(points, points[1:], strict=False):
+    for start, end in itertools.pairwise(points):
         live = fold_many(rows, start) if many else [r] if (r := fold_one(rows, start)) else []
         keys = set()
         for row in live:

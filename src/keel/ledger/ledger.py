@@ -172,7 +172,9 @@ class Ledger:
             raise SchemaError(f"attribute {ident!r} is not declared (see 'keel schema add')")
         return attr
 
-    def declare(self, declarations: Iterable[object], signer: Signer | None = None) -> TxResult | None:
+    def declare(
+        self, declarations: Iterable[object], signer: Signer | None = None
+    ) -> TxResult | None:
         """Add or widen attributes. Returns None when every declaration is already in force."""
         attrs = [parse_declaration(d) for d in declarations]
         if not attrs:
@@ -192,8 +194,13 @@ class Ledger:
 
     # -- branches ------------------------------------------------------------------------
     def _load_branches(self) -> None:
-        attrs = ("keel.branch/name", "keel.branch/id", "keel.branch/parent", "keel.branch/base",
-                 "keel.branch/state")
+        attrs = (
+            "keel.branch/name",
+            "keel.branch/id",
+            "keel.branch/parent",
+            "keel.branch/base",
+            "keel.branch/state",
+        )
         rows = self.store.attr_datoms(attrs, None)
         by_entity: dict[str, list] = {}
         for row in rows:
@@ -202,8 +209,11 @@ class Ledger:
         for rs in by_entity.values():
             v = self._fold_entity(rs, LATEST)
             branches[v["keel.branch/name"]] = Branch(
-                v["keel.branch/name"], v["keel.branch/id"], v["keel.branch/parent"],
-                v["keel.branch/base"], v.get("keel.branch/state", "open"),
+                v["keel.branch/name"],
+                v["keel.branch/id"],
+                v["keel.branch/parent"],
+                v["keel.branch/base"],
+                v.get("keel.branch/state", "open"),
             )
         self._branches = branches
 
@@ -240,7 +250,9 @@ class Ledger:
         parent = self._branch_by_id(branch.parent)
         return [*self.segments(parent, min(upto, branch.base)), (branch.id, upto)]
 
-    def create_branch(self, name: str, at: int | None = None, signer: Signer | None = None) -> Branch:
+    def create_branch(
+        self, name: str, at: int | None = None, signer: Signer | None = None
+    ) -> Branch:
         if not isinstance(name, str) or not _BRANCH_NAME.match(name) or name == MAIN:
             raise BadInput(f"{name!r} is not a usable branch name (letters, digits, _ . -)")
 
@@ -258,9 +270,13 @@ class Ledger:
                 raise BadInput(f"transaction {base} is on dropped branch {parent.name!r}")
             new_id = max([b.id for b in self._branches.values()], default=0) + 1
             e = branch_entity(name)
-            facts = [("keel.branch/name", name), ("keel.branch/id", new_id),
-                     ("keel.branch/parent", parent.id), ("keel.branch/base", base),
-                     ("keel.branch/state", "open")]
+            facts = [
+                ("keel.branch/name", name),
+                ("keel.branch/id", new_id),
+                ("keel.branch/parent", parent.id),
+                ("keel.branch/base", base),
+                ("keel.branch/state", "open"),
+            ]
             return [{"op": "add", "e": e, "a": a, "v": v} for a, v in facts]
 
         self._commit(build, reason=f"create branch {name}", signer=signer, system=True)
@@ -269,20 +285,28 @@ class Ledger:
     def drop_branch(self, name: str, signer: Signer | None = None) -> TxResult:
         return self._set_branch_state(name, "dropped", signer)
 
-    def _set_branch_state(self, name: str, state: str, signer: Signer | None,
-                          extra: Callable[[View], list[dict]] | None = None,
-                          into: str = MAIN) -> TxResult:
+    def _set_branch_state(
+        self,
+        name: str,
+        state: str,
+        signer: Signer | None,
+        extra: Callable[[View], list[dict]] | None = None,
+        into: str = MAIN,
+    ) -> TxResult:
         def build(view: View) -> list[dict]:
             b = self.branch(name)
             if b.state != "open":
                 raise Conflict(f"branch {name!r} is already {b.state}")
             ops = extra(view) if extra else []
-            return [*ops, {"op": "add", "e": branch_entity(name), "a": "keel.branch/state",
-                           "v": state}]
+            return [
+                *ops,
+                {"op": "add", "e": branch_entity(name), "a": "keel.branch/state", "v": state},
+            ]
 
         verb = "merge" if state == "merged" else "drop"
-        result = self._commit(build, reason=f"{verb} branch {name}", signer=signer, system=True,
-                              branch=into)
+        result = self._commit(
+            build, reason=f"{verb} branch {name}", signer=signer, system=True, branch=into
+        )
         assert result is not None
         return result
 
@@ -297,27 +321,40 @@ class Ledger:
         def replay(view: View) -> list[dict]:
             ours = self.store.fetchall(
                 "SELECT e, a, v, vtype, big, op, vf, vt, tx FROM datoms WHERE branch = ?"
-                " ORDER BY tx, idx", [source.id])
+                " ORDER BY tx, idx",
+                [source.id],
+            )
             theirs = self.store.fetchall(
                 "SELECT e, a, min(tx) FROM datoms WHERE branch = ? AND tx > ? GROUP BY e, a",
-                [parent.id, source.base])
+                [parent.id, source.base],
+            )
             touched = {(r[0], r[1]) for r in ours}
             clashes = sorted((e, a, tx) for e, a, tx in theirs if (e, a) in touched)
             if clashes:
-                listing = "; ".join(f"{e} {a} (changed on {parent.name} in tx {tx})"
-                                    for e, a, tx in clashes)
+                listing = "; ".join(
+                    f"{e} {a} (changed on {parent.name} in tx {tx})" for e, a, tx in clashes
+                )
                 raise Conflict(f"cannot merge {name!r}: {len(clashes)} clash(es): {listing}")
             ops = []
             for e, a, v, vtype, big, op, vf, vt, _tx in ours:
-                ops.append({"op": "add" if op == ASSERT else "retract", "e": e, "a": a,
-                            "v": self._decode(v, vtype, big), "valid_from": vf, "valid_to": vt})
+                ops.append(
+                    {
+                        "op": "add" if op == ASSERT else "retract",
+                        "e": e,
+                        "a": a,
+                        "v": self._decode(v, vtype, big),
+                        "valid_from": vf,
+                        "valid_to": vt,
+                    }
+                )
             return ops
 
         return self._set_branch_state(name, "merged", signer, replay, into=parent.name)
 
     # -- views ---------------------------------------------------------------------------
-    def view(self, branch: str = MAIN, as_of: int | str | None = None,
-             valid_at: int | str | None = None) -> View:
+    def view(
+        self, branch: str = MAIN, as_of: int | str | None = None, valid_at: int | str | None = None
+    ) -> View:
         """A read view. `as_of` is a tx id, tx hash or instant; `valid_at` an instant.
 
         With `as_of` and no `valid_at`, the view is valid at the as-of moment (what we knew
@@ -386,8 +423,14 @@ class Ledger:
         return out
 
     # -- writes --------------------------------------------------------------------------
-    def transact(self, ops: Sequence[dict], reason: str = "", expect: Sequence[dict] = (),
-                 branch: str = MAIN, signer: Signer | None = None) -> TxResult:
+    def transact(
+        self,
+        ops: Sequence[dict],
+        reason: str = "",
+        expect: Sequence[dict] = (),
+        branch: str = MAIN,
+        signer: Signer | None = None,
+    ) -> TxResult:
         """Commit `ops` atomically, if every expectation in `expect` holds."""
         if not isinstance(ops, list | tuple) or not ops:
             raise BadInput("a transaction needs a non-empty list of ops")
@@ -402,8 +445,15 @@ class Ledger:
         assert result is not None
         return result
 
-    def _commit(self, build: Callable[[View], list[dict]], reason: str, *,
-                signer: Signer | None, branch: str = MAIN, system: bool = False) -> TxResult | None:
+    def _commit(
+        self,
+        build: Callable[[View], list[dict]],
+        reason: str,
+        *,
+        signer: Signer | None,
+        branch: str = MAIN,
+        system: bool = False,
+    ) -> TxResult | None:
         signer = signer or self.signer
         if signer is None:
             raise Refused("no identity to sign with (open the ledger with a signer)")
@@ -411,7 +461,9 @@ class Ledger:
             raise BadInput("'reason' must be a string")
         with self.store.write():
             head = self.store.head()
-            seq, prev, prev_time = (head[0] + 1, head[1], head[2]) if head else (1, encoding.ZERO_HASH, SINCE_ALWAYS)
+            seq, prev, prev_time = (
+                (head[0] + 1, head[1], head[2]) if head else (1, encoding.ZERO_HASH, SINCE_ALWAYS)
+            )
             self._refresh_schema()
             b = self.branch(branch)
             if b.state != "open":
@@ -435,19 +487,33 @@ class Ledger:
             rows, hashes = self._datom_rows(seq, b.id, prepared.datoms)
             root = merkle.root_of(hashes)
             key = signer.public_key
-            txh = encoding.tx_hash(seq, prev, b.name, time_us, signer.name, key, reason,
-                                   len(rows), root)
+            txh = encoding.tx_hash(
+                seq, prev, b.name, time_us, signer.name, key, reason, len(rows), root
+            )
             schema_flag = int(any(d.a in SCHEMA_ATTRS for d in prepared.datoms))
-            tx_row = (seq, txh, prev, b.id, time_us, signer.name, key, reason, root, len(rows),
-                      signer.sign(txh), schema_flag)
+            tx_row = (
+                seq,
+                txh,
+                prev,
+                b.id,
+                time_us,
+                signer.name,
+                key,
+                reason,
+                root,
+                len(rows),
+                signer.sign(txh),
+                schema_flag,
+            )
             self.store.insert(tx_row, rows)
         if self._merkle is not None and self._merkle.size == seq - 1:
             self._merkle.append(txh)
         return TxResult(seq, txh.hex(), time_us, b.name, tempids)
 
     def _check_author(self, signer: Signer) -> None:
-        rows = self.store.entity_datoms(identity_entity(signer.name), [(0, 2**62)],
-                                        "keel.identity/key")
+        rows = self.store.entity_datoms(
+            identity_entity(signer.name), [(0, 2**62)], "keel.identity/key"
+        )
         keys = fold.fold_many(rows, LATEST)
         if not any(bytes(r[1]) == signer.public_key for r in keys):
             raise Refused(f"identity {signer.name!r} with this key is not registered in the ledger")
@@ -459,19 +525,21 @@ class Ledger:
         for i, d in enumerate(datoms):
             tag = d.attr.tag
             data = encode(tag, d.value)
-            salt = salts[16 * i: 16 * i + 16]
+            salt = salts[16 * i : 16 * i + 16]
             vdigest = value_digest(salt, tag, data)
             stored, big = data, 0
             if len(data) > INLINE_LIMIT:
                 stored, big = hashlib.sha256(data).digest(), 1
                 self.store.put_blob(stored, data)
             hashes.append(datom_hash(d.e, d.a, d.op, tag, vdigest, d.vf, d.vt))
-            rows.append((seq, i, branch_id, d.e, d.a, stored, tag, big, d.op, d.vf, d.vt, salt,
-                         vdigest))
+            rows.append(
+                (seq, i, branch_id, d.e, d.a, stored, tag, big, d.op, d.vf, d.vt, salt, vdigest)
+            )
         return rows, hashes
 
-    def register_identity(self, name: str, public_key: bytes, role: str = "agent",
-                          signer: Signer | None = None) -> TxResult | None:
+    def register_identity(
+        self, name: str, public_key: bytes, role: str = "agent", signer: Signer | None = None
+    ) -> TxResult | None:
         """Record an identity's public key so its transactions verify."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name or ""):
             raise BadInput(f"{name!r} is not a usable identity name (letters, digits, _ . -)")
@@ -481,9 +549,11 @@ class Ledger:
             current = view.get(e) or {}
             if public_key in current.get("keel.identity/key", []):
                 return []
-            return [{"op": "add", "e": e, "a": "keel.identity/name", "v": name},
-                    {"op": "add", "e": e, "a": "keel.identity/key", "v": public_key},
-                    {"op": "add", "e": e, "a": "keel.identity/role", "v": role}]
+            return [
+                {"op": "add", "e": e, "a": "keel.identity/name", "v": name},
+                {"op": "add", "e": e, "a": "keel.identity/key", "v": public_key},
+                {"op": "add", "e": e, "a": "keel.identity/role", "v": role},
+            ]
 
         return self._commit(build, reason=f"register identity {name}", signer=signer, system=True)
 
@@ -492,12 +562,18 @@ class Ledger:
         out = []
         for e in view.find("keel.identity/name"):
             ent = view.get(e)
-            out.append({"name": ent["keel.identity/name"], "role": ent.get("keel.identity/role"),
-                        "keys": [k.hex() for k in ent.get("keel.identity/key", [])]})
+            out.append(
+                {
+                    "name": ent["keel.identity/name"],
+                    "role": ent.get("keel.identity/role"),
+                    "keys": [k.hex() for k in ent.get("keel.identity/key", [])],
+                }
+            )
         return out
 
-    def restore(self, e: str, to: int | str, branch: str = MAIN,
-                signer: Signer | None = None) -> TxResult | None:
+    def restore(
+        self, e: str, to: int | str, branch: str = MAIN, signer: Signer | None = None
+    ) -> TxResult | None:
         """Make `e` read again as it did as of transaction `to`, in a new transaction.
 
         Works along both axes: every attribute's whole valid-time timeline is put back.
@@ -521,15 +597,36 @@ class Ledger:
                     continue
                 for key in {s[0] for s in after}:
                     row = next(s[3] for s in after if s[0] == key)
-                    ops.append({"op": "retract", "e": e, "a": a, "v": self._decode(*row[1:4]),
-                                "valid_from": SINCE_ALWAYS, "valid_to": FOREVER})
+                    ops.append(
+                        {
+                            "op": "retract",
+                            "e": e,
+                            "a": a,
+                            "v": self._decode(*row[1:4]),
+                            "valid_from": SINCE_ALWAYS,
+                            "valid_to": FOREVER,
+                        }
+                    )
                 for _key, vf, vt, row in before:
-                    ops.append({"op": "add", "e": e, "a": a, "v": self._decode(*row[1:4]),
-                                "valid_from": vf, "valid_to": vt})
+                    ops.append(
+                        {
+                            "op": "add",
+                            "e": e,
+                            "a": a,
+                            "v": self._decode(*row[1:4]),
+                            "valid_from": vf,
+                            "valid_to": vt,
+                        }
+                    )
             return ops
 
-        return self._commit(build, reason=f"restore {e} to tx {target}", signer=signer,
-                            branch=branch, system=e.startswith(("attr:", "identity:", "branch:")))
+        return self._commit(
+            build,
+            reason=f"restore {e} to tx {target}",
+            signer=signer,
+            branch=branch,
+            system=e.startswith(("attr:", "identity:", "branch:")),
+        )
 
     # -- integrity and exchange ----------------------------------------------------------
     def verify(self, workers: int | None = None, progress=None) -> Report:
@@ -559,10 +656,19 @@ class Ledger:
                 yield self._tx_json(row)
 
     def _tx_json(self, row: Sequence) -> dict:
-        return {"tx": row[0], "hash": bytes(row[1]).hex(), "prev": bytes(row[2]).hex(),
-                "branch": self._branch_by_id(row[3]).name, "time": format_instant(row[4]),
-                "author": row[5], "key": bytes(row[6]).hex(), "reason": row[7],
-                "root": bytes(row[8]).hex(), "datoms": row[9], "sig": bytes(row[10]).hex()}
+        return {
+            "tx": row[0],
+            "hash": bytes(row[1]).hex(),
+            "prev": bytes(row[2]).hex(),
+            "branch": self._branch_by_id(row[3]).name,
+            "time": format_instant(row[4]),
+            "author": row[5],
+            "key": bytes(row[6]).hex(),
+            "reason": row[7],
+            "root": bytes(row[8]).hex(),
+            "datoms": row[9],
+            "sig": bytes(row[10]).hex(),
+        }
 
     def merkle_log(self) -> merkle.MerkleLog:
         """The Merkle log over every transaction hash, kept up to date incrementally."""
@@ -571,8 +677,9 @@ class Ledger:
         if self._merkle is None or self._merkle.size > size:
             self._merkle = merkle.MerkleLog()
         if self._merkle.size < size:
-            for row in self.store.fetchall("SELECT hash FROM txs WHERE id > ? ORDER BY id",
-                                           [self._merkle.size]):
+            for row in self.store.fetchall(
+                "SELECT hash FROM txs WHERE id > ? ORDER BY id", [self._merkle.size]
+            ):
                 self._merkle.append(bytes(row[0]))
         return self._merkle
 
@@ -583,16 +690,27 @@ class Ledger:
             raise NotFound("transaction 0 does not exist")
         leaf = self.store.tx_rows(seq, seq)[0][1]
         path = log.inclusion_proof(seq - 1)
-        return {"tx": seq, "leaf_index": seq - 1, "tree_size": log.size,
-                "leaf": bytes(leaf).hex(), "root": log.root().hex(), "path": [p.hex() for p in path]}
+        return {
+            "tx": seq,
+            "leaf_index": seq - 1,
+            "tree_size": log.size,
+            "leaf": bytes(leaf).hex(),
+            "root": log.root().hex(),
+            "path": [p.hex() for p in path],
+        }
 
     def consistency_proof(self, old_size: int, new_size: int) -> dict:
         log = self.merkle_log()
         if not 0 < old_size <= new_size <= log.size:
             raise BadInput(f"sizes must satisfy 0 < old <= new <= {log.size}")
         path = log.consistency_proof(old_size, new_size)
-        return {"old_size": old_size, "new_size": new_size, "old_root": log.root(old_size).hex(),
-                "new_root": log.root(new_size).hex(), "path": [p.hex() for p in path]}
+        return {
+            "old_size": old_size,
+            "new_size": new_size,
+            "old_root": log.root(old_size).hex(),
+            "new_root": log.root(new_size).hex(),
+            "path": [p.hex() for p in path],
+        }
 
     def checkpoint(self, signer: Signer | None = None) -> dict:
         """Sign (size, root, time) of the Merkle log with the operator's key."""
@@ -604,24 +722,40 @@ class Ledger:
             size, root, t = log.size, log.root(), self.clock()
             sig = signer.sign(encoding.checkpoint_bytes(size, root, t))
             self.store.add_checkpoint(size, root, t, signer.public_key, sig)
-        return {"size": size, "root": root.hex(), "time": format_instant(t),
-                "key": signer.public_key.hex(), "sig": sig.hex()}
+        return {
+            "size": size,
+            "root": root.hex(),
+            "time": format_instant(t),
+            "key": signer.public_key.hex(),
+            "sig": sig.hex(),
+        }
 
 
 def _check_genesis(datoms: list[Datom], signer: Signer) -> None:
     """The first transaction must register the key that signs it."""
-    registers = any(d.e == identity_entity(signer.name) and d.a == "keel.identity/key"
-                    and d.value == signer.public_key for d in datoms)
+    registers = any(
+        d.e == identity_entity(signer.name)
+        and d.a == "keel.identity/key"
+        and d.value == signer.public_key
+        for d in datoms
+    )
     if not registers:
-        raise Refused("the first transaction must register the identity that signs it "
-                      "(run 'keel init')")
+        raise Refused(
+            "the first transaction must register the identity that signs it (run 'keel init')"
+        )
 
 
 class View:
     """What a branch looked like as of a transaction, at one valid instant."""
 
-    def __init__(self, ledger: Ledger, branch: Branch, as_of: int, valid_at: int,
-                 segments: list[tuple[int, int]]):
+    def __init__(
+        self,
+        ledger: Ledger,
+        branch: Branch,
+        as_of: int,
+        valid_at: int,
+        segments: list[tuple[int, int]],
+    ):
         self.ledger = ledger
         self.branch = branch
         self.as_of = as_of
@@ -645,10 +779,16 @@ class View:
         out: dict[str, Any] = {"db/id": e}
         for a, v in entity.items():
             tag = self.ledger.attribute(a).tag
-            out[a] = [values.to_json(tag, x) for x in v] if isinstance(v, list) else values.to_json(tag, v)
+            out[a] = (
+                [values.to_json(tag, x) for x in v]
+                if isinstance(v, list)
+                else values.to_json(tag, v)
+            )
         return out
 
-    def find(self, a: str, v: Any = None, *, limit: int | None = None, after: str = "") -> list[str]:
+    def find(
+        self, a: str, v: Any = None, *, limit: int | None = None, after: str = ""
+    ) -> list[str]:
         """Entities whose current `a` is `v` (or who have `a` at all), in id order, paged."""
         attr = self.ledger.attribute(a)
         key, big = None, 0
@@ -700,20 +840,35 @@ class View:
                 txs[tx] = self.ledger.store.tx_rows(tx, tx)[0]
             t = txs[tx]
             tag = r[2]
-            out.append({"e": e, "a": r[0], "v": values.to_json(tag, self.ledger._decode(r[1], tag, r[3])),
-                        "op": "add" if r[4] == ASSERT else "retract",
-                        "valid_from": format_instant(r[5]), "valid_to": format_instant(r[6]),
-                        "tx": tx, "tx_time": format_instant(t[4]), "author": t[5],
-                        "reason": t[7]})
+            out.append(
+                {
+                    "e": e,
+                    "a": r[0],
+                    "v": values.to_json(tag, self.ledger._decode(r[1], tag, r[3])),
+                    "op": "add" if r[4] == ASSERT else "retract",
+                    "valid_from": format_instant(r[5]),
+                    "valid_to": format_instant(r[6]),
+                    "tx": tx,
+                    "tx_time": format_instant(t[4]),
+                    "author": t[5],
+                    "reason": t[7],
+                }
+            )
         return out
 
     def timeline(self, e: str, a: str) -> list[dict]:
         """What `e`/`a` was over valid time, as known in this view."""
         attr = self.ledger.attribute(a)
         rows = self.ledger.store.entity_datoms(e, self.segments, a)
-        return [{"v": values.to_json(attr.tag, self.ledger._decode(r[1], r[2], r[3])),
-                 "valid_from": format_instant(vf), "valid_to": format_instant(vt), "tx": r[7]}
-                for _k, vf, vt, r in fold.timeline(rows, attr.many)]
+        return [
+            {
+                "v": values.to_json(attr.tag, self.ledger._decode(r[1], r[2], r[3])),
+                "valid_from": format_instant(vf),
+                "valid_to": format_instant(vt),
+                "tx": r[7],
+            }
+            for _k, vf, vt, r in fold.timeline(rows, attr.many)
+        ]
 
     def resolve_entity(self, ref: Any) -> str:
         """An entity id from an id or a lookup ref `[unique-attr, value]`."""
@@ -744,12 +899,17 @@ class View:
             wanted = exp.get("v")
             if wanted is not None:
                 wanted = values.coerce(attr.type, wanted, exp["a"], self.ledger.default_tz)
-            ok = (wanted in current if attr.many and wanted is not None and current
-                  else current == wanted)
+            ok = (
+                wanted in current
+                if attr.many and wanted is not None and current
+                else current == wanted
+            )
             if not ok:
                 shown = values.to_json(attr.tag, current) if not attr.many else current
-                raise Conflict(f"expectation failed: {exp['e']} {exp['a']} is {shown!r}, "
-                               f"not {exp.get('v')!r} (re-read and retry)")
+                raise Conflict(
+                    f"expectation failed: {exp['e']} {exp['a']} is {shown!r}, "
+                    f"not {exp.get('v')!r} (re-read and retry)"
+                )
 
 
 @dataclass
@@ -774,8 +934,9 @@ class _Preparer:
             if attr.type == "ref":
                 value = self._entity(value)
             vf, vt = self._interval(op)
-            datoms.append(Datom(e, attr.ident, value, ASSERT if op["op"] == "add" else RETRACT,
-                                vf, vt, attr))
+            datoms.append(
+                Datom(e, attr.ident, value, ASSERT if op["op"] == "add" else RETRACT, vf, vt, attr)
+            )
         self._check(datoms)
         return _Prepared(datoms, dict(self.tempids))
 
@@ -852,17 +1013,21 @@ class _Preparer:
                         if other.value != d.value and other.vf < d.vt and d.vf < other.vt:
                             raise SchemaError(
                                 f"{d.a} has cardinality one, but this transaction gives {d.e} "
-                                f"two values for the same time: {other.value!r} and {d.value!r}")
+                                f"two values for the same time: {other.value!r} and {d.value!r}"
+                            )
                 asserted.setdefault((d.e, d.a), []).append(d)
                 if attr.unique:
                     holder = unique_seen.setdefault((d.a, d.value), d.e)
                     if holder != d.e:
-                        raise SchemaError(f"{d.a} is unique, but {holder} and {d.e} both take "
-                                          f"{d.value!r} in this transaction")
+                        raise SchemaError(
+                            f"{d.a} is unique, but {holder} and {d.e} both take "
+                            f"{d.value!r} in this transaction"
+                        )
                     others = [x for x in view.find(d.a, d.value, limit=2) if x != d.e]
                     if others:
-                        raise SchemaError(f"{d.a} is unique and {others[0]} already has "
-                                          f"{d.value!r}")
+                        raise SchemaError(
+                            f"{d.a} is unique and {others[0]} already has {d.value!r}"
+                        )
             else:
                 same_tx = any(x.value == d.value for x in asserted.get((d.e, d.a), []))
                 if not same_tx and not self._ever_asserted(d):

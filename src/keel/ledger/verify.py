@@ -58,8 +58,12 @@ class Checked:
     branches: list[tuple[str, str, object]] = field(default_factory=list)
 
 
-def check_tx(tx: Sequence, datoms: Sequence[Sequence], branch_name: str,
-             get_blob: Callable[[bytes], bytes | None]) -> Checked:
+def check_tx(
+    tx: Sequence,
+    datoms: Sequence[Sequence],
+    branch_name: str,
+    get_blob: Callable[[bytes], bytes | None],
+) -> Checked:
     """Recompute one transaction from its stored rows (TX_COLUMNS / DATOM_COLUMNS order)."""
     (tid, stored_hash, prev, branch, t, author, key, reason, root, n, sig, schema) = tx
     stored_hash, prev, key, root, sig = (bytes(x) for x in (stored_hash, prev, key, root, sig))
@@ -107,8 +111,9 @@ def check_tx(tx: Sequence, datoms: Sequence[Sequence], branch_name: str,
     return out
 
 
-def _check_range(location: str, blob_dir: str | None, lo: int, hi: int,
-                 names: dict[int, str]) -> list[Checked]:
+def _check_range(
+    location: str, blob_dir: str | None, lo: int, hi: int, names: dict[int, str]
+) -> list[Checked]:
     store = open_store(location, Path(blob_dir) if blob_dir else None)
     try:
         return _check_with(store, lo, hi, names)
@@ -127,8 +132,19 @@ def _check_with(store: Store, lo: int, hi: int, names: dict[int, str]) -> list[C
         name = names.get(tx[3], f"#unknown-branch-{tx[3]}")
         out.append(check_tx(tx, by_tx.pop(tx[0], []), name, store.get_blob))
     for orphan in sorted(by_tx):
-        out.append(Checked(orphan, b"", b"", 0, 0, "", b"", 0,
-                           problem="datoms exist for a transaction that does not"))
+        out.append(
+            Checked(
+                orphan,
+                b"",
+                b"",
+                0,
+                0,
+                "",
+                b"",
+                0,
+                problem="datoms exist for a transaction that does not",
+            )
+        )
     return out
 
 
@@ -180,7 +196,7 @@ def branch_names(store: Store) -> dict[int, str]:
     names = {0: "main"}
     rows = store.attr_datoms(("keel.branch/id", "keel.branch/name"), None)
     by_e: dict[str, dict] = {}
-    for e, a, v, tag, big, *_ in rows:
+    for e, a, v, tag, _big, *_ in rows:
         if v is not None:
             by_e.setdefault(e, {})[a] = values.decode(tag, bytes(v))
     for d in by_e.values():
@@ -189,8 +205,9 @@ def branch_names(store: Store) -> dict[int, str]:
     return names
 
 
-def verify_store(store: Store, workers: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> Report:
+def verify_store(
+    store: Store, workers: int | None = None, progress: Callable[[int, int], None] | None = None
+) -> Report:
     started = time.perf_counter()
     head = store.head()
     size = head[0] if head else 0
@@ -219,8 +236,10 @@ def verify_store(store: Store, workers: int | None = None,
         blob_dir = str(getattr(store, "blob_dir", "") or "") or None
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_check_range, store.location, blob_dir, lo, hi, names)
-                       for lo, hi in ranges]
+            futures = [
+                pool.submit(_check_range, store.location, blob_dir, lo, hi, names)
+                for lo, hi in ranges
+            ]
             for fut in futures:
                 if not consume(fut.result()):
                     for f in futures:

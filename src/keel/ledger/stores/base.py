@@ -167,7 +167,9 @@ class Store:
         )
 
     def checkpoints(self) -> list[tuple[int, bytes, int, bytes, bytes]]:
-        rows = self.fetchall("SELECT size, root, time, key, sig FROM checkpoints ORDER BY size, time")
+        rows = self.fetchall(
+            "SELECT size, root, time, key, sig FROM checkpoints ORDER BY size, time"
+        )
         return [(r[0], bytes(r[1]), r[2], bytes(r[3]), bytes(r[4])) for r in rows]
 
 

@@ -18,8 +18,12 @@ from rich.table import Table
 from ...govern.home import Home, add_identity, home_dir, init
 from ...ledger import BadInput, KeelError, Ledger
 
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  help="keel: a signed, bitemporal ledger for your agents' work and memory.")
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    help="keel: a signed, bitemporal ledger for your agents' work and memory.",
+)
 identity_app = typer.Typer(no_args_is_help=True, help="Identities that sign transactions.")
 schema_app = typer.Typer(no_args_is_help=True, help="Declare and list attributes.")
 branch_app = typer.Typer(no_args_is_help=True, help="Fork, merge and drop branches.")
@@ -82,9 +86,10 @@ def init_cmd() -> None:
 
 
 @identity_app.command("add")
-def identity_add(name: str,
-                 role: Annotated[str, typer.Option(help="agent, connector or operator")] = "agent",
-                 ) -> None:
+def identity_add(
+    name: str,
+    role: Annotated[str, typer.Option(help="agent, connector or operator")] = "agent",
+) -> None:
     """Make a key for an agent or connector and register it in the ledger."""
     signer = add_identity(_home(), name, role)
     out.print(f"identity {name} ({role}) key {signer.public_key.hex()}")
@@ -130,15 +135,24 @@ def schema_list(as_json: JsonFlag = False) -> None:
         return
     table = Table("attribute", "type", "cardinality", "unique", "fulltext", "doc")
     for a in attrs:
-        table.add_row(a["attribute"], a["type"], a["cardinality"], a["unique"] or "",
-                      "yes" if a["fulltext"] else "", a["doc"])
+        table.add_row(
+            a["attribute"],
+            a["type"],
+            a["cardinality"],
+            a["unique"] or "",
+            "yes" if a["fulltext"] else "",
+            a["doc"],
+        )
     out.print(table)
 
 
 @app.command()
-def transact(file: FileOpt,
-             as_name: Annotated[str | None, typer.Option("--as", help="Sign as this identity.")] = None,
-             branch: BranchOpt = "main", as_json: JsonFlag = False) -> None:
+def transact(
+    file: FileOpt,
+    as_name: Annotated[str | None, typer.Option("--as", help="Sign as this identity.")] = None,
+    branch: BranchOpt = "main",
+    as_json: JsonFlag = False,
+) -> None:
     """Commit a transaction document: {"reason", "ops": [...], "expect": [...]}."""
     doc = _read_json(file)
     if not isinstance(doc, dict):
@@ -147,8 +161,12 @@ def transact(file: FileOpt,
     if unknown:
         raise BadInput(f"unknown field(s) {sorted(unknown)} in the transaction document")
     with _ledger(as_name) as ledger:
-        result = ledger.transact(doc.get("ops"), reason=doc.get("reason", ""),
-                                 expect=doc.get("expect", []), branch=branch)
+        result = ledger.transact(
+            doc.get("ops"),
+            reason=doc.get("reason", ""),
+            expect=doc.get("expect", []),
+            branch=branch,
+        )
     if as_json:
         _emit(result.to_json())
     else:
@@ -158,10 +176,15 @@ def transact(file: FileOpt,
 
 
 @app.command()
-def get(entity: str,
-        as_of: Annotated[str | None, typer.Option("--as-of", help="A tx id, tx hash or instant.")] = None,
-        valid_at: Annotated[str | None, typer.Option("--valid-at", help="An instant.")] = None,
-        branch: BranchOpt = "main", as_json: JsonFlag = False) -> None:
+def get(
+    entity: str,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="A tx id, tx hash or instant.")
+    ] = None,
+    valid_at: Annotated[str | None, typer.Option("--valid-at", help="An instant.")] = None,
+    branch: BranchOpt = "main",
+    as_json: JsonFlag = False,
+) -> None:
     """An entity's values: now, as of a transaction or instant, at a valid instant."""
     with _ledger() as ledger:
         view = ledger.view(branch, as_of, valid_at)
@@ -179,8 +202,12 @@ def get(entity: str,
 
 
 @app.command()
-def history(entity: str, attr: Annotated[str | None, typer.Argument()] = None,
-            branch: BranchOpt = "main", as_json: JsonFlag = False) -> None:
+def history(
+    entity: str,
+    attr: Annotated[str | None, typer.Argument()] = None,
+    branch: BranchOpt = "main",
+    as_json: JsonFlag = False,
+) -> None:
     """Every change to an entity (or one attribute) along both time axes."""
     with _ledger() as ledger:
         view = ledger.view(branch)
@@ -193,8 +220,16 @@ def history(entity: str, attr: Annotated[str | None, typer.Argument()] = None,
         return
     table = Table("tx", "recorded", "op", "attribute", "value", "valid from", "valid to", "author")
     for r in rows:
-        table.add_row(str(r["tx"]), r["tx_time"], r["op"], r["a"], json.dumps(r["v"]),
-                      r["valid_from"] or "-∞", r["valid_to"] or "∞", r["author"])
+        table.add_row(
+            str(r["tx"]),
+            r["tx_time"],
+            r["op"],
+            r["a"],
+            json.dumps(r["v"]),
+            r["valid_from"] or "-∞",
+            r["valid_to"] or "∞",
+            r["author"],
+        )
     out.print(table)
 
 
@@ -216,12 +251,16 @@ def _parse_value(ledger: Ledger, attr: str, text: str) -> Any:
 
 
 @app.command()
-def find(attr: str, value: Annotated[str | None, typer.Argument()] = None,
-         limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
-         after: Annotated[str, typer.Option(help="Page on after this entity id.")] = "",
-         as_of: Annotated[str | None, typer.Option("--as-of")] = None,
-         valid_at: Annotated[str | None, typer.Option("--valid-at")] = None,
-         branch: BranchOpt = "main", as_json: JsonFlag = False) -> None:
+def find(
+    attr: str,
+    value: Annotated[str | None, typer.Argument()] = None,
+    limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+    after: Annotated[str, typer.Option(help="Page on after this entity id.")] = "",
+    as_of: Annotated[str | None, typer.Option("--as-of")] = None,
+    valid_at: Annotated[str | None, typer.Option("--valid-at")] = None,
+    branch: BranchOpt = "main",
+    as_json: JsonFlag = False,
+) -> None:
     """Entities whose current ATTR is VALUE (or that have ATTR at all)."""
     with _ledger() as ledger:
         view = ledger.view(branch, as_of, valid_at)
@@ -235,8 +274,10 @@ def find(attr: str, value: Annotated[str | None, typer.Argument()] = None,
 
 
 @app.command()
-def log(since: Annotated[int, typer.Option(help="Only transactions after this one.")] = 0,
-        branch: Annotated[str | None, typer.Option("--branch", "-b")] = None) -> None:
+def log(
+    since: Annotated[int, typer.Option(help="Only transactions after this one.")] = 0,
+    branch: Annotated[str | None, typer.Option("--branch", "-b")] = None,
+) -> None:
     """Transactions as JSON lines, oldest first."""
     with _ledger() as ledger:
         for entry in ledger.log(since, branch):
@@ -251,13 +292,18 @@ def verify(as_json: JsonFlag = False) -> None:
     if as_json:
         _emit(report.to_json())
     elif report.ok:
-        out.print(f"ok: {report.transactions} transactions, {report.datoms} datoms, "
-                  f"{report.checkpoints} checkpoints verified in {report.seconds}s; "
-                  f"root {report.root}")
+        out.print(
+            f"ok: {report.transactions} transactions, {report.datoms} datoms, "
+            f"{report.checkpoints} checkpoints verified in {report.seconds}s; "
+            f"root {report.root}"
+        )
     if not report.ok:
         if not as_json:
-            err.print(f"keel: transaction {report.first_bad} is bad: {report.problem}",
-                      highlight=False, markup=False)
+            err.print(
+                f"keel: transaction {report.first_bad} is bad: {report.problem}",
+                highlight=False,
+                markup=False,
+            )
         raise typer.Exit(1)
 
 
@@ -283,8 +329,9 @@ def checkpoint() -> None:
 
 
 @branch_app.command("create")
-def branch_create(name: str, at: Annotated[str | None, typer.Option(help="Fork at this tx.")] = None
-                  ) -> None:
+def branch_create(
+    name: str, at: Annotated[str | None, typer.Option(help="Fork at this tx.")] = None
+) -> None:
     """Fork a branch (at the newest transaction, or --at TX)."""
     with _ledger() as ledger:
         b = ledger.create_branch(name, ledger.resolve_tx(at) if at else None)
@@ -296,8 +343,16 @@ def branch_list(as_json: JsonFlag = False) -> None:
     """Branches and their state."""
     with _ledger() as ledger:
         found = ledger.branches()
-        rows = [{"name": b.name, "id": b.id, "parent": ledger._branch_by_id(b.parent).name,
-                 "base": b.base, "state": b.state} for b in found]
+        rows = [
+            {
+                "name": b.name,
+                "id": b.id,
+                "parent": ledger._branch_by_id(b.parent).name,
+                "base": b.base,
+                "state": b.state,
+            }
+            for b in found
+        ]
     if as_json:
         _emit(rows)
         return
@@ -324,8 +379,11 @@ def branch_drop(name: str) -> None:
 
 
 @app.command()
-def restore(entity: str, to: Annotated[str, typer.Option("--to", help="A tx id, hash or instant.")],
-            branch: BranchOpt = "main") -> None:
+def restore(
+    entity: str,
+    to: Annotated[str, typer.Option("--to", help="A tx id, hash or instant.")],
+    branch: BranchOpt = "main",
+) -> None:
     """Make an entity read as it did as of a transaction, as a new signed transaction."""
     with _ledger() as ledger:
         e = ledger.view(branch).resolve_entity(_entity_arg(entity))
@@ -375,4 +433,3 @@ def run() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-

@@ -1,0 +1,3 @@
+from keel.surfaces.cli.main import run
+
+run()

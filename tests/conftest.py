@@ -1,0 +1,119 @@
+"""Shared fixtures: every ledger test runs against a real SQLite file and a real PostgreSQL.
+
+PostgreSQL comes from KEEL_TEST_PG (default: the local server's `test` database). Each
+test gets its own schema, dropped afterwards. Without a server the PostgreSQL variants
+skip, saying so, except under CI=true, where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from keel.govern.home import Home, init
+from keel.ledger import Ledger, Signer
+
+PG_BASE = os.environ.get("KEEL_TEST_PG", "postgresql://127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_pg_error: str | None = None
+
+
+def _pg_available() -> bool:
+    global _pg_error
+    try:
+        with psycopg.connect(PG_BASE, connect_timeout=3):
+            return True
+    except psycopg.Error as exc:
+        _pg_error = str(exc).strip().splitlines()[0]
+        return False
+
+
+PG_OK = _pg_available()
+
+
+def require_pg() -> None:
+    if PG_OK:
+        return
+    message = f"PostgreSQL not reachable at {PG_BASE}: {_pg_error}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: a missing server is a failure)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def pg_dsn():
+    """A DSN whose search_path is a fresh schema of its own."""
+    require_pg()
+    schema = f"keel_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in PG_BASE else "?"
+    yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(PG_BASE, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def target(store_kind, tmp_path, request) -> str:
+    """Where a ledger lives: a SQLite path or a PostgreSQL DSN."""
+    if store_kind == "sqlite":
+        return str(tmp_path / "keel.db")
+    return request.getfixturevalue("pg_dsn")
+
+
+@pytest.fixture
+def operator() -> Signer:
+    return Signer.generate("operator")
+
+
+@pytest.fixture
+def ledger(target, operator):
+    """An open ledger whose genesis registers the operator."""
+    led = Ledger.open(target, signer=operator)
+    led.register_identity("operator", operator.public_key, "operator")
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def home(store_kind, tmp_path, request, monkeypatch) -> Home:
+    """An initialised KEEL_HOME (KEEL_DB set for the PostgreSQL variant)."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("KEEL_HOME", str(path))
+    if store_kind == "postgres":
+        monkeypatch.setenv("KEEL_DB", request.getfixturevalue("pg_dsn"))
+    else:
+        monkeypatch.delenv("KEEL_DB", raising=False)
+    h, _ = init(path)
+    return h
+
+
+def keel(
+    *args: str, input: str | None = None, env: dict | None = None, check: bool = False
+) -> subprocess.CompletedProcess:
+    """Run the real `keel` command in a subprocess, with the current environment."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "keel", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"keel {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+REPO = Path(__file__).resolve().parent.parent
