@@ -20,6 +20,7 @@ ZERO_HASH = bytes(32)
 ASSERT, RETRACT = 1, 0
 
 _U32 = struct.Struct(">I")
+_sha256 = hashlib.sha256
 _DATOM_TAIL = struct.Struct(">BB32sqq")
 _TX_HEAD = struct.Struct(">Q32s")
 _I64 = struct.Struct(">q")
@@ -32,11 +33,21 @@ def _lp(text: str) -> bytes:
 
 
 def datom_bytes(e: str, a: str, op: int, tag: int, vdigest: bytes, vf: int, vt: int) -> bytes:
-    return DATOM_DOMAIN + _lp(e) + _lp(a) + _DATOM_TAIL.pack(op, tag, vdigest, vf, vt)
+    eb, ab = e.encode("utf-8"), a.encode("utf-8")
+    return b"".join(
+        (
+            DATOM_DOMAIN,
+            _U32.pack(len(eb)),
+            eb,
+            _U32.pack(len(ab)),
+            ab,
+            _DATOM_TAIL.pack(op, tag, vdigest, vf, vt),
+        )
+    )
 
 
 def datom_hash(e: str, a: str, op: int, tag: int, vdigest: bytes, vf: int, vt: int) -> bytes:
-    return hashlib.sha256(datom_bytes(e, a, op, tag, vdigest, vf, vt)).digest()
+    return _sha256(datom_bytes(e, a, op, tag, vdigest, vf, vt)).digest()
 
 
 def tx_bytes(

@@ -16,11 +16,10 @@ from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import IO, Any
 
-from ulid import ULID
-
 from . import encoding, exchange, fold, merkle, values
 from .encoding import ASSERT, RETRACT
 from .errors import BadInput, Conflict, KeelError, NotFound, Refused, SchemaError
+from .ids import new_ulids
 from .instants import FOREVER, SINCE_ALWAYS, format_instant, now_us, parse_instant
 from .schema import (
     BUILTIN,
@@ -928,6 +927,7 @@ class _Preparer:
     def prepare(self, ops: Sequence[dict]) -> _Prepared:
         parsed = [self._parse(i, op) for i, op in enumerate(ops)]
         self._upsert_tempids(parsed)
+        self._mint_tempids(parsed)
         datoms = []
         for op, attr, e_raw, value in parsed:
             e = self._entity(e_raw)
@@ -977,13 +977,23 @@ class _Preparer:
                 if bound != holder[0]:
                     raise SchemaError(f"{e_raw} matches two existing entities by identity")
 
+    def _mint_tempids(self, parsed: list) -> None:
+        """Give every temp id not bound by identity a fresh ULID, in order of appearance."""
+        fresh: dict[str, None] = {}
+        for _op, attr, e_raw, value in parsed:
+            for ref in (e_raw, value) if attr.type == "ref" else (e_raw,):
+                if _is_tempid(ref) and ref not in self.tempids:
+                    if len(ref) < 2:
+                        raise BadInput("a temp id needs a name after '#'")
+                    fresh[ref] = None
+        self.tempids.update(zip(fresh, new_ulids(len(fresh), self.time), strict=True))
+
     def _entity(self, ref: Any) -> str:
-        if _is_tempid(ref):
-            if len(ref) < 2:
-                raise BadInput("a temp id needs a name after '#'")
-            if ref not in self.tempids:
-                self.tempids[ref] = str(ULID())
-            return self.tempids[ref]
+        if isinstance(ref, str):
+            if ref[:1] == "#":
+                return self.tempids[ref]
+            if len(ref) <= _MAX_ID:
+                return ref or self.view.resolve_entity(ref)
         return self.view.resolve_entity(ref)
 
     def _interval(self, op: dict) -> tuple[int, int]:

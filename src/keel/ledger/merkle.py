@@ -29,11 +29,22 @@ def _split(n: int) -> int:
 
 
 def root_of(leaves: list[bytes]) -> bytes:
-    """MTH over raw leaf data; the root of a transaction's datom hashes."""
-    log = MerkleLog()
-    for item in leaves:
-        log.append(item)
-    return log.root()
+    """MTH over raw leaf data; the root of a transaction's datom hashes.
+
+    Built bottom-up, carrying an unpaired last node up a level: the same tree as RFC 9162's
+    split at the largest power of two, in one pass per level.
+    """
+    if not leaves:
+        return EMPTY_ROOT
+    level = [_sha(b"\x00" + x).digest() for x in leaves]
+    while len(level) > 1:
+        paired = [
+            _sha(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
+        ]
+        if len(level) % 2:
+            paired.append(level[-1])
+        level = paired
+    return level[0]
 
 
 class MerkleLog:
