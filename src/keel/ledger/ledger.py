@@ -79,7 +79,7 @@ class TxResult:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Datom:
     """One prepared datom of a pending transaction (what guards see)."""
 
@@ -523,7 +523,7 @@ class Ledger:
         datom_hash, value_digest, encode = encoding.datom_hash, values.value_digest, values.encode
         for i, d in enumerate(datoms):
             tag = d.attr.tag
-            data = encode(tag, d.value)
+            data = d.value.encode("utf-8") if tag == 1 else encode(tag, d.value)
             salt = salts[16 * i : 16 * i + 16]
             vdigest = value_digest(salt, tag, data)
             stored, big = data, 0
@@ -922,6 +922,7 @@ class _Preparer:
 
     def __init__(self, ledger: Ledger, view: View, time_us: int, system: bool):
         self.ledger, self.view, self.time, self.system = ledger, view, time_us, system
+        self.schema = ledger._schema
         self.tempids: dict[str, str] = {}
 
     def prepare(self, ops: Sequence[dict]) -> _Prepared:
@@ -929,47 +930,47 @@ class _Preparer:
         self._upsert_tempids(parsed)
         self._mint_tempids(parsed)
         datoms = []
+        entity, tempids, max_id, now = self._entity, self.tempids, _MAX_ID, self.time
         for op, attr, e_raw, value in parsed:
-            e = self._entity(e_raw)
+            if type(e_raw) is str and 0 < len(e_raw) <= max_id:
+                e = tempids[e_raw] if e_raw[0] == "#" else e_raw
+            else:
+                e = entity(e_raw)
             if attr.type == "ref":
-                value = self._entity(value)
-            vf, vt = self._interval(op)
-            datoms.append(
-                Datom(e, attr.ident, value, ASSERT if op["op"] == "add" else RETRACT, vf, vt, attr)
-            )
+                value = entity(value)
+            if "valid_from" in op or "valid_to" in op:
+                vf, vt = self._interval(op)
+            else:
+                vf, vt = now, FOREVER
+            datoms.append(Datom(e, attr.ident, value, _OPS[op.get("op", "add")], vf, vt, attr))
         self._check(datoms)
         return _Prepared(datoms, dict(self.tempids))
 
     def _parse(self, i: int, op: Any) -> tuple[dict, Attribute, Any, Any]:
-        where = f"op {i + 1}"
-        if not isinstance(op, dict):
-            raise BadInput(f"{where} must be an object, got {op!r}")
-        unknown = set(op) - {"op", "e", "a", "v", "valid_from", "valid_to"}
-        if unknown:
-            raise BadInput(f"{where} has unknown field(s) {sorted(unknown)}")
-        if op.get("op", "add") not in ("add", "retract"):
-            raise BadInput(f"{where}: 'op' must be add or retract, got {op.get('op')!r}")
-        op = {"op": "add", **op}
-        for key in ("e", "a", "v"):
-            if key not in op:
-                raise BadInput(f"{where} is missing {key!r}")
+        if type(op) is not dict or not op.keys() <= _OP_FIELDS or not op.keys() >= _OP_NEEDS:
+            raise _malformed(i, op)
+        if op.get("op", "add") not in _OPS:
+            raise BadInput(f"op {i + 1}: 'op' must be add or retract, got {op.get('op')!r}")
         a = op["a"]
-        if not isinstance(a, str):
-            raise BadInput(f"{where}: 'a' must be an attribute name")
-        attr = self.ledger.attribute(a)
-        if not self.system and a in BUILTIN:
+        attr = self.schema.get(a) if type(a) is str else None
+        if attr is None:
+            if not isinstance(a, str):
+                raise BadInput(f"op {i + 1}: 'a' must be an attribute name")
+            attr = self.ledger.attribute(a)
+        if not self.system and attr.ident in BUILTIN:
             raise SchemaError(f"{a} is written by keel itself, not by a transaction")
-        if op["v"] is None:
-            raise SchemaError(f"{where}: {a} needs a value (use retract to remove one)")
         value = op["v"]
-        if attr.type != "ref":
-            value = values.coerce(attr.type, value, a, self.ledger.default_tz)
+        if value is None:
+            raise SchemaError(f"op {i + 1}: {a} needs a value (use retract to remove one)")
+        vtype = attr.type
+        if not (vtype == "string" and type(value) is str) and vtype != "ref":
+            value = values.coerce(vtype, value, a, self.ledger.default_tz)
         return op, attr, op["e"], value
 
     def _upsert_tempids(self, parsed: list) -> None:
         """A temp id asserting a unique-identity value already held resolves to its holder."""
         for op, attr, e_raw, value in parsed:
-            if not (_is_tempid(e_raw) and attr.unique == "identity" and op["op"] == "add"):
+            if not (_is_tempid(e_raw) and attr.unique == "identity" and op.get("op") != "retract"):
                 continue
             holder = self.view.find(attr.ident, value, limit=1)
             if holder:
@@ -1049,6 +1050,23 @@ class _Preparer:
             data = hashlib.sha256(data).digest()
         rows = self.ledger.store.entity_datoms(d.e, self.view.segments, d.a)
         return any(r[4] == ASSERT and r[1] is not None and bytes(r[1]) == data for r in rows)
+
+
+_OP_FIELDS = frozenset({"op", "e", "a", "v", "valid_from", "valid_to"})
+_OP_NEEDS = frozenset({"e", "a", "v"})
+_OPS = {"add": ASSERT, "retract": RETRACT}
+
+
+def _malformed(i: int, op: Any) -> BadInput:
+    """Name what is wrong with a malformed op."""
+    where = f"op {i + 1}"
+    if not isinstance(op, dict):
+        return BadInput(f"{where} must be an object, got {op!r}")
+    unknown = set(op) - _OP_FIELDS
+    if unknown:
+        return BadInput(f"{where} has unknown field(s) {sorted(unknown)}")
+    missing = sorted(_OP_NEEDS - set(op))
+    return BadInput(f"{where} is missing {', '.join(map(repr, missing))}")
 
 
 def _is_tempid(ref: Any) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from .errors import SchemaError
 from .values import TYPE_TAGS
@@ -28,11 +29,11 @@ class Attribute:
     fulltext: bool = False
     doc: str = ""
 
-    @property
+    @cached_property
     def tag(self) -> int:
         return TYPE_TAGS[self.type]
 
-    @property
+    @cached_property
     def many(self) -> bool:
         return self.cardinality == "many"
 
