@@ -462,12 +462,6 @@ def test_consistency_fails_when_anything_is_wrong(n):
         assert not consistency_both(m, n, r1, REF_ROOTS[n - 1], proof)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keel.ledger.merkle.verify_inclusion checks only index >= size, so a negative "
-    "index is accepted as an alias of a leaf on the right edge (RFC 9162 indices are "
-    "unsigned); remove this marker once it rejects index < 0",
-)
 def test_negative_index_fails():
     for n in (1, 5, 8):
         leaf, proof = DATA[n - 1], PATH(n - 1, DATA[:n])

@@ -45,7 +45,11 @@ def export_lines(store: Store) -> Iterator[dict]:
         for tx in store.tx_rows(lo, hi):
             datoms = []
             for _t, _i, _b, e, a, v, tag, big, op, vf, vt, salt, vdigest in by_tx.get(tx[0], []):
-                value = store.get_blob(bytes(v)) if big and v is not None else v
+                value = v
+                if big and v is not None:
+                    value = store.get_blob(bytes(v))
+                    if value is None:
+                        raise Corrupt(f"transaction {tx[0]}: blob {bytes(v).hex()} is missing")
                 datoms.append(
                     {
                         "e": e,
@@ -184,7 +188,7 @@ def import_file(store: Store, path: Path) -> int:
             f"{path.name} ends at transaction {seq.expected_id - 1}, "
             f"but this ledger already has {have}"
         )
-    registered = set().union(*seq.keys.values()) if seq.keys else set()
+    registered = seq.ever_registered
     for cp in checkpoints:
         root, key = bytes.fromhex(cp["root"]), bytes.fromhex(cp["key"])
         signed = checkpoint_bytes(cp["size"], root, cp["time"])

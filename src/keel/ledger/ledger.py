@@ -483,12 +483,15 @@ class Ledger:
             pending = PendingTx(seq, b.name, signer.name, reason, time_us, prepared.datoms)
             for guard in self._guards:
                 guard(pending)
-            rows, hashes = self._datom_rows(seq, b.id, prepared.datoms)
-            root = merkle.root_of(hashes)
             key = signer.public_key
-            txh = encoding.tx_hash(
-                seq, prev, b.name, time_us, signer.name, key, reason, len(rows), root
-            )
+            try:
+                rows, hashes = self._datom_rows(seq, b.id, prepared.datoms)
+                root = merkle.root_of(hashes)
+                txh = encoding.tx_hash(
+                    seq, prev, b.name, time_us, signer.name, key, reason, len(rows), root
+                )
+            except UnicodeEncodeError:
+                raise BadInput("entity ids, values and reasons must be valid Unicode") from None
             schema_flag = int(any(d.a in SCHEMA_ATTRS for d in prepared.datoms))
             tx_row = (
                 seq,
@@ -963,7 +966,9 @@ class _Preparer:
         if value is None:
             raise SchemaError(f"op {i + 1}: {a} needs a value (use retract to remove one)")
         vtype = attr.type
-        if not (vtype == "string" and type(value) is str) and vtype != "ref":
+        if vtype == "string" and type(value) is str and value.isascii():
+            pass  # the common case, already valid
+        elif vtype != "ref":
             value = values.coerce(vtype, value, a, self.ledger.default_tz)
         return op, attr, op["e"], value
 
@@ -1003,6 +1008,8 @@ class _Preparer:
             if raw is None:
                 return default
             if isinstance(raw, int) and not isinstance(raw, bool):
+                if not SINCE_ALWAYS <= raw <= FOREVER:
+                    raise BadInput(f"{key} {raw} is outside 64-bit microseconds")
                 return raw
             return parse_instant(raw, self.ledger.default_tz)
 

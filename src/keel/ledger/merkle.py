@@ -132,7 +132,7 @@ def verify_inclusion(
     leaf_data: bytes, index: int, size: int, proof: list[bytes], root: bytes
 ) -> bool:
     """RFC 9162 section 2.1.3.2."""
-    if index >= size:
+    if not 0 <= index < size:
         return False
     fn, sn = index, size - 1
     r = leaf_hash(leaf_data)

@@ -49,6 +49,7 @@ def coerce(vtype: str, raw: Any, attr: str, default_tz: tzinfo = UTC) -> Any:
     if vtype == "string":
         if not isinstance(raw, str):
             raise wrong("a string")
+        check_text(raw, attr)
         return raw
     if vtype == "int":
         if isinstance(raw, bool) or not isinstance(raw, int):
@@ -60,8 +61,8 @@ def coerce(vtype: str, raw: Any, attr: str, default_tz: tzinfo = UTC) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             raise wrong("a number")
         value = float(raw)
-        if math.isnan(value):
-            raise wrong("a number that is not NaN")
+        if not math.isfinite(value):
+            raise wrong("a finite number")
         return value
     if vtype == "bool":
         if not isinstance(raw, bool):
@@ -69,15 +70,17 @@ def coerce(vtype: str, raw: Any, attr: str, default_tz: tzinfo = UTC) -> Any:
         return raw
     if vtype == "instant":
         if isinstance(raw, int) and not isinstance(raw, bool):
+            if not _INT_MIN <= raw <= _INT_MAX:
+                raise wrong("an instant within 64-bit microseconds")
             return raw
         return parse_instant(raw, default_tz)
     if vtype == "ref":
         return raw
     if vtype == "json":
         try:
-            json.dumps(raw, allow_nan=False)
+            encode(TYPE_TAGS["json"], raw)
         except (TypeError, ValueError):
-            raise wrong("a JSON value") from None
+            raise wrong("a JSON value (finite numbers, valid Unicode)") from None
         return raw
     if vtype == "bytes":
         if isinstance(raw, bytes | bytearray):
@@ -89,6 +92,14 @@ def coerce(vtype: str, raw: Any, attr: str, default_tz: tzinfo = UTC) -> Any:
                 raise wrong("base64 text") from None
         raise wrong("base64 text")
     raise SchemaError(f"unknown value type {vtype!r}")
+
+
+def check_text(text: str, attr: str) -> None:
+    """Refuse text that has no UTF-8 form (a lone surrogate, as JSON input can carry)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SchemaError(f"{attr} takes valid Unicode text, got {text!r}") from None
 
 
 def encode(tag: int, value: Any) -> bytes:

@@ -75,6 +75,8 @@ def check_tx(
 
     if len(datoms) != n or n == 0:
         return bad(f"holds {len(datoms)} datoms but records {n}")
+    if not len(stored_hash) == len(prev) == len(key) == len(root) == 32 or len(sig) != 64:
+        return bad("a hash, key or signature has the wrong length")
     hashes = []
     touches_schema = False
     for i, d in enumerate(datoms):
@@ -84,6 +86,8 @@ def check_tx(
         if dbranch != branch:
             return bad(f"datom {i} is on branch {dbranch}, its transaction on {branch}")
         vdigest = bytes(vdigest)
+        if len(vdigest) != 32 or (salt is not None and len(salt) != 16):
+            return bad(f"datom {i}: its digest or salt has the wrong length")
         if v is not None:
             data = bytes(v)
             if big:
@@ -156,6 +160,7 @@ class Sequencer:
         self.prev = encoding.ZERO_HASH
         self.time = -(2**63)
         self.keys: dict[str, set[bytes]] = {}
+        self.ever_registered: set[bytes] = set()
         self.branch_ids: dict[str, int] = {}
         self.branch_names: dict[int, str] = {0: "main"}
         self.log = merkle.MerkleLog()
@@ -174,9 +179,10 @@ class Sequencer:
         genesis = c.id == 1
         if not genesis and c.key not in self.keys.get(c.author, ()):
             return f"{c.author!r} signed with a key that was not registered to it"
-        for e, op, key in c.keys:
+        for e, op, key in c.keys if c.branch == 0 else ():
             owned = self.keys.setdefault(e.removeprefix("identity:"), set())
             (owned.add if op == ASSERT else owned.discard)(key)
+            self.ever_registered.add(key)
         if genesis and c.key not in self.keys.get(c.author, ()):
             return "the first transaction does not register the key that signs it"
         for e, a, v in c.branches:
@@ -252,7 +258,7 @@ def verify_store(
             report.problem = "datoms exist beyond the last transaction"
     if report.ok:
         report.root = seq.log.root().hex()
-        registered = set().union(*seq.keys.values()) if seq.keys else set()
+        registered = seq.ever_registered
         for cp_size, root, t, key, sig in store.checkpoints():
             report.checkpoints += 1
             if cp_size > seq.log.size or seq.log.root(cp_size) != root:
