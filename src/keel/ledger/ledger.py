@@ -8,6 +8,7 @@ one path is where governance plugs in (`add_guard`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1020,9 +1021,9 @@ class _Preparer:
         return vf, vt
 
     def _check(self, datoms: list[Datom]) -> None:
-        view = self.view
         asserted: dict[tuple[str, str], list[Datom]] = {}
-        unique_seen: dict[tuple[str, Any], str] = {}
+        unique: list[Datom] = []
+        released: set[tuple[str, str, Any]] = set()
         for d in datoms:
             attr = d.attr
             if d.op == ASSERT:
@@ -1035,21 +1036,31 @@ class _Preparer:
                             )
                 asserted.setdefault((d.e, d.a), []).append(d)
                 if attr.unique:
-                    holder = unique_seen.setdefault((d.a, d.value), d.e)
-                    if holder != d.e:
-                        raise SchemaError(
-                            f"{d.a} is unique, but {holder} and {d.e} both take "
-                            f"{d.value!r} in this transaction"
-                        )
-                    others = [x for x in view.find(d.a, d.value, limit=2) if x != d.e]
-                    if others:
-                        raise SchemaError(
-                            f"{d.a} is unique and {others[0]} already has {d.value!r}"
-                        )
+                    unique.append(d)
             else:
+                released.add((d.e, d.a, _hashable(d.value)))
                 same_tx = any(x.value == d.value for x in asserted.get((d.e, d.a), []))
                 if not same_tx and not self._ever_asserted(d):
                     raise SchemaError(f"{d.e} has no {d.a} = {d.value!r} to retract")
+        if unique:
+            self._check_unique(unique, asserted, released)
+
+    def _check_unique(self, unique: list[Datom], asserted: dict, released: set) -> None:
+        """A unique value may have one holder, counting what this transaction releases:
+        a retraction, or a cardinality-one holder moving on to another value."""
+        seen: dict[tuple[str, Any], str] = {}
+        for d in unique:
+            key = _hashable(d.value)
+            holder = seen.setdefault((d.a, key), d.e)
+            if holder != d.e:
+                raise SchemaError(
+                    f"{d.a} is unique, but {holder} and {d.e} both take {d.value!r} "
+                    "in this transaction"
+                )
+            for other in self.view.find(d.a, d.value, limit=2):
+                moved = any(x.value != d.value for x in asserted.get((other, d.a), []))
+                if other != d.e and (other, d.a, key) not in released and not moved:
+                    raise SchemaError(f"{d.a} is unique and {other} already has {d.value!r}")
 
     def _ever_asserted(self, d: Datom) -> bool:
         data = values.encode(d.attr.tag, d.value)
@@ -1074,6 +1085,10 @@ def _malformed(i: int, op: Any) -> BadInput:
         return BadInput(f"{where} has unknown field(s) {sorted(unknown)}")
     missing = sorted(_OP_NEEDS - set(op))
     return BadInput(f"{where} is missing {', '.join(map(repr, missing))}")
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
 
 
 def _is_tempid(ref: Any) -> bool:
