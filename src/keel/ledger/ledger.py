@@ -261,7 +261,7 @@ class Ledger:
             if name in self._branches:
                 raise Conflict(f"a branch named {name!r} already exists")
             head = view.as_of
-            base = head if at is None else at
+            base = self.store.last_tx_on(0) if at is None else at
             if not 1 <= base <= head:
                 raise NotFound(f"there is no transaction {at}")
             (row,) = self.store.tx_rows(base, base)
@@ -305,7 +305,12 @@ class Ledger:
 
         verb = "merge" if state == "merged" else "drop"
         result = self._commit(
-            build, reason=f"{verb} branch {name}", signer=signer, system=True, branch=into
+            build,
+            reason=f"{verb} branch {name}",
+            signer=signer,
+            system=True,
+            branch=into,
+            replay=extra is not None,
         )
         assert result is not None
         return result
@@ -318,15 +323,18 @@ class Ledger:
             raise Conflict(f"branch {name!r} is already {source.state}")
         parent = self._branch_by_id(source.parent)
 
+        # The branch registry (keel.branch/*) is bookkeeping about branches, read from
+        # every branch; it is never replayed and never clashes.
         def replay(view: View) -> list[dict]:
             ours = self.store.fetchall(
                 "SELECT e, a, v, vtype, big, op, vf, vt, tx FROM datoms WHERE branch = ?"
-                " ORDER BY tx, idx",
-                [source.id],
+                " AND a NOT LIKE ? ORDER BY tx, idx",
+                [source.id, "keel.branch/%"],
             )
             theirs = self.store.fetchall(
-                "SELECT e, a, min(tx) FROM datoms WHERE branch = ? AND tx > ? GROUP BY e, a",
-                [parent.id, source.base],
+                "SELECT e, a, min(tx) FROM datoms WHERE branch = ? AND tx > ?"
+                " AND a NOT LIKE ? GROUP BY e, a",
+                [parent.id, source.base, "keel.branch/%"],
             )
             touched = {(r[0], r[1]) for r in ours}
             clashes = sorted((e, a, tx) for e, a, tx in theirs if (e, a) in touched)
@@ -453,6 +461,7 @@ class Ledger:
         signer: Signer | None,
         branch: str = MAIN,
         system: bool = False,
+        replay: bool = False,
     ) -> TxResult | None:
         signer = signer or self.signer
         if signer is None:
@@ -473,7 +482,7 @@ class Ledger:
             ops = build(view)
             if not ops:
                 return None
-            prepared = _Preparer(self, view, time_us, system).prepare(ops)
+            prepared = _Preparer(self, view, time_us, system, replay).prepare(ops)
             tempids = prepared.tempids
             if head is None:
                 _check_genesis(prepared.datoms, signer)
@@ -924,8 +933,11 @@ class _Prepared:
 class _Preparer:
     """Turns user ops into checked datoms: resolves ids, coerces values, enforces schema."""
 
-    def __init__(self, ledger: Ledger, view: View, time_us: int, system: bool):
+    def __init__(self, ledger: Ledger, view: View, time_us: int, system: bool, replay: bool):
         self.ledger, self.view, self.time, self.system = ledger, view, time_us, system
+        # A replay (a merge) carries datoms from several transactions: later ones win,
+        # as they did on the branch, so two values for one time are not a mistake there.
+        self.replay = replay
         self.schema = ledger._schema
         self.tempids: dict[str, str] = {}
 
@@ -1027,7 +1039,7 @@ class _Preparer:
         for d in datoms:
             attr = d.attr
             if d.op == ASSERT:
-                if not attr.many:
+                if not attr.many and not self.replay:
                     for other in asserted.get((d.e, d.a), []):
                         if other.value != d.value and other.vf < d.vt and d.vf < other.vt:
                             raise SchemaError(

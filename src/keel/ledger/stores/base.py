@@ -156,6 +156,10 @@ class Store:
         row = self.fetchone("SELECT id FROM txs WHERE hash = ?", [digest])
         return row[0] if row else None
 
+    def last_tx_on(self, branch: int) -> int:
+        row = self.fetchone("SELECT max(id) FROM txs WHERE branch = ?", [branch])
+        return row[0] or 0 if row else 0
+
     def last_tx_at(self, instant: int) -> int:
         row = self.fetchone("SELECT max(id) FROM txs WHERE time <= ?", [instant])
         return row[0] or 0 if row else 0
