@@ -299,11 +299,7 @@ def verify(as_json: JsonFlag = False) -> None:
         )
     if not report.ok:
         if not as_json:
-            err.print(
-                f"keel: transaction {report.first_bad} is bad: {report.problem}",
-                highlight=False,
-                markup=False,
-            )
+            sys.stderr.write(f"keel: transaction {report.first_bad} is bad: {report.problem}\n")
         raise typer.Exit(1)
 
 
@@ -429,7 +425,7 @@ def run() -> None:
     try:
         app()
     except KeelError as exc:
-        err.print(f"keel: {exc}", highlight=False, markup=False)
+        sys.stderr.write(f"keel: {exc}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
