@@ -125,6 +125,7 @@ class Ledger:
         self._guards: list[Guard] = []
         self._schema: dict[str, Attribute] = dict(BUILTIN)
         self._schema_tx = -1
+        self._many_since: dict[str, int] = {}
         self._branches: dict[str, Branch] = {}
         self._merkle: merkle.MerkleLog | None = None
 
@@ -156,6 +157,11 @@ class Ledger:
             by_entity.setdefault(row[0], []).append(row[1:])
         current = {e: self._fold_entity(rs, LATEST) for e, rs in by_entity.items()}
         self._schema = {**fold_schema(current), **BUILTIN}
+        # When each attribute became cardinality many: older views still fold it as one.
+        self._many_since = {}
+        for e, a, v, _tag, _big, op, *_rest, tx, _idx in rows:
+            if a == "db/cardinality" and op == ASSERT and v is not None and bytes(v) == b"many":
+                self._many_since.setdefault(e.removeprefix("attr:"), tx)
         self._schema_tx = version
 
     @property
@@ -416,11 +422,14 @@ class Ledger:
             data = blob
         return values.decode(tag, data)
 
-    def _fold_entity(self, rows: Sequence[Sequence], at: int) -> dict[str, Any]:
+    def _fold_entity(
+        self, rows: Sequence[Sequence], at: int, as_of: int | None = None
+    ) -> dict[str, Any]:
+        """Values at valid instant `at`, with each attribute's cardinality as of `as_of`."""
         out: dict[str, Any] = {}
         for a, group in fold.group_by_attr(rows).items():
             attr = self._schema.get(a) or self.attribute(a)
-            if attr.many:
+            if attr.many and (as_of is None or as_of >= self._many_since.get(a, 0)):
                 live = fold.fold_many(group, at)
                 if live:
                     out[a] = [self._decode(r[1], r[2], r[3]) for r in live]
@@ -774,15 +783,18 @@ class View:
         self.valid_at = valid_at
         self.segments = segments
 
+    def _many(self, attr: Attribute) -> bool:
+        return attr.many and self.as_of >= self.ledger._many_since.get(attr.ident, 0)
+
     def get(self, e: str) -> dict[str, Any] | None:
         """Current attribute values of `e`, or None when it has none."""
         rows = self.ledger.store.entity_datoms(e, self.segments)
-        found = self.ledger._fold_entity(rows, self.valid_at)
+        found = self.ledger._fold_entity(rows, self.valid_at, self.as_of)
         return found or None
 
     def value(self, e: str, a: str) -> Any:
         rows = self.ledger.store.entity_datoms(e, self.segments, a)
-        return self.ledger._fold_entity(rows, self.valid_at).get(a)
+        return self.ledger._fold_entity(rows, self.valid_at, self.as_of).get(a)
 
     def get_json(self, e: str) -> dict[str, Any] | None:
         entity = self.get(e)
@@ -820,7 +832,7 @@ class View:
                 if current is None:
                     continue
                 if v is not None:
-                    have = current if attr.many else [current]
+                    have = current if isinstance(current, list) else [current]
                     if value not in have:
                         continue
                 out.append(e)
@@ -879,7 +891,7 @@ class View:
                 "valid_to": format_instant(vt),
                 "tx": r[7],
             }
-            for _k, vf, vt, r in fold.timeline(rows, attr.many)
+            for _k, vf, vt, r in fold.timeline(rows, self._many(attr))
         ]
 
     def resolve_entity(self, ref: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import struct
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -85,6 +86,8 @@ def check_tx(
             return bad(f"datom {i} is out of place")
         if dbranch != branch:
             return bad(f"datom {i} is on branch {dbranch}, its transaction on {branch}")
+        if op not in (0, 1) or tag not in values.TAG_TYPES or big not in (0, 1):
+            return bad(f"datom {i}: its op, type or storage flag is out of range")
         vdigest = bytes(vdigest)
         if len(vdigest) != 32 or (salt is not None and len(salt) != 16):
             return bad(f"datom {i}: its digest or salt has the wrong length")
@@ -198,13 +201,36 @@ class Sequencer:
         return None
 
 
+def first_gap(store: Store, size: int) -> int | None:
+    """The first missing tx id when ids are not exactly 1..size (a damaged id column)."""
+    row = store.fetchone("SELECT count(*) FROM txs")
+    if not row or row[0] == size:
+        return None
+    expected = 1
+    while True:
+        ids = [
+            r[0]
+            for r in store.fetchall(
+                "SELECT id FROM txs WHERE id >= ? ORDER BY id LIMIT 10000", [expected]
+            )
+        ]
+        for tid in ids:
+            if tid != expected:
+                return expected
+            expected += 1
+        if len(ids) < 10000:
+            return expected
+
+
 def branch_names(store: Store) -> dict[int, str]:
     names = {0: "main"}
     rows = store.attr_datoms(("keel.branch/id", "keel.branch/name"), None)
     by_e: dict[str, dict] = {}
     for e, a, v, tag, _big, *_ in rows:
-        if v is not None:
+        try:
             by_e.setdefault(e, {})[a] = values.decode(tag, bytes(v))
+        except (TypeError, ValueError, struct.error):
+            continue  # a damaged datom: its transaction fails its own checks and is named
     for d in by_e.values():
         if "keel.branch/id" in d and "keel.branch/name" in d:
             names[d["keel.branch/id"]] = d["keel.branch/name"]
@@ -220,6 +246,11 @@ def verify_store(
     names = branch_names(store)
     seq = Sequencer()
     report = Report(ok=True, transactions=size)
+    gap = first_gap(store, size)
+    if gap is not None:
+        report.ok, report.first_bad = False, gap
+        report.problem = f"transaction {gap} is missing: the ids jump past it"
+        size = gap - 1
     workers = workers or min(2, os.cpu_count() or 1)
     ranges = [(lo, min(lo + CHUNK - 1, size)) for lo in range(1, size + 1, CHUNK)]
 

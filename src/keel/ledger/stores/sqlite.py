@@ -99,9 +99,11 @@ class SqliteStore(Store):
             raise
 
     def get_blob(self, digest: bytes) -> bytes | None:
+        if len(digest) != 32:
+            return None
         try:
             return self._blob_path(digest).read_bytes()
-        except FileNotFoundError:
+        except OSError:
             return None
 
     def close(self) -> None:
