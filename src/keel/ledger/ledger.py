@@ -123,6 +123,7 @@ class Ledger:
         self.clock = clock
         self.default_tz = default_tz
         self._guards: list[Guard] = []
+        self._listeners: list[Callable[[TxResult], None]] = []
         self._schema: dict[str, Attribute] = dict(BUILTIN)
         self._schema_tx = -1
         self._many_since: dict[str, int] = {}
@@ -141,6 +142,10 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def on_commit(self, listener: Callable[[TxResult], None]) -> None:
+        """Call `listener` after each transaction this object commits (e.g. to wake the bus)."""
+        self._listeners.append(listener)
 
     def add_guard(self, guard: Guard) -> None:
         """Register a check run on every transaction before it is signed; raise to refuse."""
@@ -179,10 +184,17 @@ class Ledger:
         return attr
 
     def declare(
-        self, declarations: Iterable[object], signer: Signer | None = None
+        self, declarations: Iterable[object], signer: Signer | None = None, system: bool = False
     ) -> TxResult | None:
-        """Add or widen attributes. Returns None when every declaration is already in force."""
-        attrs = [parse_declaration(d) for d in declarations]
+        """Add or widen attributes. Returns None when every declaration is already in force.
+
+        `system` lets keel's own subsystems declare attributes in the reserved `keel.`
+        namespaces; users cannot.
+        """
+        attrs = [parse_declaration(d, reserved_ok=system) for d in declarations]
+        for attr in attrs:
+            if attr.ident in BUILTIN:
+                raise SchemaError(f"{attr.ident} is part of keel's meta-schema")
         if not attrs:
             raise SchemaError("the schema declaration lists no attributes")
 
@@ -529,7 +541,10 @@ class Ledger:
             self.store.insert(tx_row, rows)
         if self._merkle is not None and self._merkle.size == seq - 1:
             self._merkle.append(txh)
-        return TxResult(seq, txh.hex(), time_us, b.name, tempids)
+        result = TxResult(seq, txh.hex(), time_us, b.name, tempids)
+        for listener in self._listeners:
+            listener(result)
+        return result
 
     def _check_author(self, signer: Signer) -> None:
         rows = self.store.entity_datoms(

@@ -75,7 +75,7 @@ BUILTIN: dict[str, Attribute] = {
 SCHEMA_ATTRS = ("db/ident", "db/type", "db/cardinality", "db/unique", "db/fulltext", "db/doc")
 
 
-def parse_declaration(item: object) -> Attribute:
+def parse_declaration(item: object, reserved_ok: bool = False) -> Attribute:
     """A user's declaration (one element of `keel schema add`) as an Attribute."""
     if not isinstance(item, dict):
         raise SchemaError(f"each attribute declaration must be an object, got {item!r}")
@@ -85,7 +85,7 @@ def parse_declaration(item: object) -> Attribute:
     ident = item.get("attribute")
     if not isinstance(ident, str) or not _IDENT.match(ident):
         raise SchemaError(f"attribute name {ident!r} must look like 'namespace/name'")
-    if ident.startswith(RESERVED_PREFIXES):
+    if ident.startswith(RESERVED_PREFIXES) and not (reserved_ok and ident.startswith("keel.")):
         raise SchemaError(f"attribute {ident} is in a namespace reserved for keel")
     vtype = item.get("type")
     if vtype not in TYPE_TAGS:
