@@ -1,0 +1,136 @@
+"""Events are derived from transactions, never kept only in memory.
+
+Each transaction yields one `tx` event, then one event per (attribute namespace, entity)
+it touched, typed by the namespace (e.g. `task` for `task/status`). An event's position
+is (tx, n); subscribers keep a cursor at a position. Transactions that only move
+subscription cursors (`keel.sub/*`) or record dead letters (`keel.dead/*`) yield nothing,
+so a subscriber never wakes itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ..ledger import Ledger
+from ..ledger.instants import format_instant
+
+QUIET_NAMESPACES = frozenset({"keel.sub", "keel.dead"})
+
+
+class Position(NamedTuple):
+    tx: int
+    n: int
+
+    def __str__(self) -> str:
+        return f"{self.tx}.{self.n}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Position:
+        if not text:
+            return START
+        tx, _, n = str(text).partition(".")
+        return cls(int(tx), int(n or 0))
+
+
+START = Position(0, 0)
+#: The n of a cursor that has consumed every event of its transaction.
+END_OF_TX = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Event:
+    tx: int
+    n: int
+    type: str
+    time: int
+    author: str
+    branch: int
+    reason: str = ""
+    entity: str | None = None
+    attributes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def position(self) -> Position:
+        return Position(self.tx, self.n)
+
+    @property
+    def id(self) -> str:
+        return f"{self.tx}.{self.n}"
+
+    def to_json(self) -> dict:
+        out = {
+            "id": self.id,
+            "type": self.type,
+            "tx": self.tx,
+            "time": format_instant(self.time),
+            "author": self.author,
+            "branch": self.branch,
+        }
+        if self.entity is not None:
+            out["entity"] = self.entity
+            out["attributes"] = list(self.attributes)
+        else:
+            out["reason"] = self.reason
+        return out
+
+
+def namespace(attr: str) -> str:
+    return attr.partition("/")[0]
+
+
+def derive(tx_row: tuple, touches: Iterable[tuple[str, str]]) -> list[Event]:
+    """The events of one transaction, from its row and its (entity, attribute) pairs."""
+    tid, _h, _p, branch, time_us, author, _k, reason = tx_row[:8]
+    groups: dict[tuple[str, str], list[str]] = {}
+    quiet = True
+    for e, a in touches:
+        ns = namespace(a)
+        quiet = quiet and ns in QUIET_NAMESPACES
+        attrs = groups.setdefault((ns, e), [])
+        if a not in attrs:
+            attrs.append(a)
+    if quiet:
+        return []
+    events = [Event(tid, 0, "tx", time_us, author, branch, reason=reason)]
+    for n, ((ns, e), attrs) in enumerate(sorted(groups.items()), start=1):
+        if ns not in QUIET_NAMESPACES:
+            events.append(
+                Event(tid, n, ns, time_us, author, branch, entity=e, attributes=tuple(attrs))
+            )
+    return events
+
+
+class EventSource:
+    """Reads events after a position, straight from the ledger."""
+
+    def __init__(self, ledger: Ledger, batch_txs: int = 200):
+        self.ledger = ledger
+        self.batch_txs = batch_txs
+
+    def head(self) -> int:
+        head = self.ledger.store.head()
+        return head[0] if head else 0
+
+    def read(self, after: Position, upto: int | None = None) -> tuple[list[Event], Position]:
+        """Events after `after` from at most `batch_txs` transactions, oldest first, and the
+        position up to which the ledger was read (a cursor may move there once they are
+        handled, even if the transactions in between yielded no matching event)."""
+        head = self.head() if upto is None else upto
+        lo = max(after.tx if after.n < END_OF_TX else after.tx + 1, 1)
+        hi = min(head, lo + self.batch_txs - 1)
+        if lo > hi:
+            return [], after
+        store = self.ledger.store
+        touches: dict[int, list[tuple[str, str]]] = {}
+        for tx, e, a in store.fetchall(
+            "SELECT tx, e, a FROM datoms WHERE tx >= ? AND tx <= ? ORDER BY tx, idx", [lo, hi]
+        ):
+            touches.setdefault(tx, []).append((e, a))
+        out = []
+        for row in store.tx_rows(lo, hi):
+            for event in derive(row, touches.get(row[0], ())):
+                if event.position > after:
+                    out.append(event)
+        return out, Position(hi, END_OF_TX)
