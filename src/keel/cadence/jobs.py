@@ -1,0 +1,184 @@
+"""Job specs: what runs, when, and what it must produce. Stored in the ledger.
+
+A job is declared in `canon/cadence.toml` (git-friendly; synced into the ledger when the
+daemon starts or `keel cadence sync` runs), or through the CLI and API. The ledger holds the
+spec as JSON on entity `job:<name>`, so its history and author are kept like any fact.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..ledger import Ledger
+from ..ledger.errors import BadInput, NotFound
+from ..ledger.instants import from_us
+from .schedule import Schedule, parse_duration, parse_schedule
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")
+_HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
+
+SCHEMA = [
+    {"attribute": "keel.job/name", "type": "string", "unique": "identity", "doc": "a job"},
+    {"attribute": "keel.job/spec", "type": "json", "doc": "the job's spec"},
+    {"attribute": "keel.job/paused", "type": "bool", "doc": "paused jobs do not fire"},
+    {"attribute": "keel.job/source", "type": "string", "doc": "canon or cli"},
+    {
+        "attribute": "keel.job/last-fire",
+        "type": "instant",
+        "doc": "the last scheduled fire the scheduler has dealt with",
+    },
+]
+
+
+class JobSpec(BaseModel):
+    """One recurring job. Durations accept 90s / 30m / 2h / 1d or seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    schedule: str
+    kind: str = "command"
+    run: str = ""
+    owner: str = "operator"
+    tz: str = "UTC"
+    timeout: float = 300.0
+    retries: int = Field(0, ge=0, le=100)
+    backoff: float = 30.0
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    catch_up: Literal["skip", "once", "all"] = "once"
+    catch_up_window: float = 86400.0
+    stagger: float = 0.0
+    active_hours: str | None = None
+    expect_artifact: bool = False
+    max_silence: float | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME.match(v):
+            raise ValueError("use letters, digits and _ . : - (at most 80)")
+        return v
+
+    @field_validator(
+        "timeout", "backoff", "catch_up_window", "stagger", "max_silence", mode="before"
+    )
+    @classmethod
+    def _duration(cls, v: object) -> object:
+        return None if v is None else parse_duration(v)  # type: ignore[arg-type]
+
+    @field_validator("active_hours")
+    @classmethod
+    def _hours(cls, v: str | None) -> str | None:
+        if v is not None:
+            m = _HOURS.match(v)
+            if not m or int(m[1]) > 23 or int(m[3]) > 24 or int(m[2]) > 59 or int(m[4]) > 59:
+                raise ValueError("active hours look like 08:00-22:00")
+        return v
+
+    def parsed_schedule(self) -> Schedule:
+        return parse_schedule(self.schedule, self.tz)
+
+    def in_active_hours(self, fire_us: int) -> bool:
+        if not self.active_hours:
+            return True
+        local = from_us(fire_us).astimezone(self.parsed_schedule().zone)
+        m = _HOURS.match(self.active_hours)
+        assert m
+        start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+        minute = local.hour * 60 + local.minute
+        return start <= minute < end if start <= end else minute >= start or minute < end
+
+
+def parse_job(data: object, kinds: set[str] | None = None) -> JobSpec:
+    """A checked JobSpec, or BadInput naming the first problem."""
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "job"
+        raise BadInput(f"job {where}: {err['msg']}") from None
+    spec.parsed_schedule()
+    if kinds is not None and spec.kind not in kinds:
+        raise BadInput(f"job {spec.name}: unknown kind {spec.kind!r} ({', '.join(sorted(kinds))})")
+    return spec
+
+
+def job_entity(name: str) -> str:
+    return f"job:{name}"
+
+
+def ensure_schema(ledger: Ledger) -> None:
+    ledger.declare(SCHEMA, system=True)
+
+
+def save_job(ledger: Ledger, spec: JobSpec, source: str = "cli") -> bool:
+    """Record a job's spec; returns whether anything changed."""
+    e = job_entity(spec.name)
+    current = ledger.view().get(e) or {}
+    facts = {
+        "keel.job/name": spec.name,
+        "keel.job/spec": spec.model_dump(),
+        "keel.job/source": source,
+    }
+    ops = [{"op": "add", "e": e, "a": a, "v": v} for a, v in facts.items() if current.get(a) != v]
+    if "keel.job/paused" not in current:
+        ops.append({"op": "add", "e": e, "a": "keel.job/paused", "v": False})
+    if not ops:
+        return False
+    ledger.transact(ops, reason=f"job {spec.name}")
+    return True
+
+
+def load_jobs(ledger: Ledger) -> dict[str, tuple[JobSpec, dict]]:
+    """Every job: its spec and its entity's values (paused, last-fire, ...)."""
+    view = ledger.view()
+    out = {}
+    for e in view.find("keel.job/name"):
+        values = view.get(e) or {}
+        spec = JobSpec.model_validate(values["keel.job/spec"])
+        out[spec.name] = (spec, values)
+    return out
+
+
+def get_job(ledger: Ledger, name: str) -> tuple[JobSpec, dict]:
+    values = ledger.view().get(job_entity(name))
+    if not values or "keel.job/spec" not in values:
+        raise NotFound(f"there is no job named {name!r}")
+    return JobSpec.model_validate(values["keel.job/spec"]), values
+
+
+def set_paused(ledger: Ledger, name: str, paused: bool) -> None:
+    get_job(ledger, name)
+    ledger.transact(
+        [{"op": "add", "e": job_entity(name), "a": "keel.job/paused", "v": paused}],
+        reason=f"{'pause' if paused else 'resume'} job {name}",
+    )
+
+
+def read_canon(path: Path, kinds: set[str] | None = None) -> list[JobSpec]:
+    """Jobs declared in a cadence TOML file (`[[job]]` tables)."""
+    if not path.exists():
+        return []
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path} is not valid TOML: {exc}") from None
+    jobs = data.get("job", [])
+    if not isinstance(jobs, list):
+        raise BadInput(f"{path}: jobs are [[job]] tables")
+    specs = [parse_job(j, kinds) for j in jobs]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise BadInput(f"{path} declares a job name twice")
+    return specs
+
+
+def sync_canon(ledger: Ledger, path: Path, kinds: set[str] | None = None) -> list[str]:
+    """Bring canon-declared jobs into the ledger; returns the names that changed."""
+    ensure_schema(ledger)
+    return [s.name for s in read_canon(path, kinds) if save_job(ledger, s, "canon")]
