@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from ..ledger import BadInput, KeelError, Ledger, NotFound, Signer
 
 OPERATOR = "operator"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-DEFAULT_CONFIG = {"operator": OPERATOR, "timezone": "UTC", "db": ""}
+DEFAULT_CONFIG = {"operator": OPERATOR, "timezone": "UTC", "db": "", "port": 7717}
 
 
 def home_dir() -> Path:
@@ -62,6 +63,23 @@ class Home:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError):
             raise BadInput(f"config timezone {name!r} is not a known time zone") from None
+
+    @property
+    def token_path(self) -> Path:
+        return self.path / "token"
+
+    def token(self) -> str:
+        """The API token (created by init, mode 0600)."""
+        try:
+            return self.token_path.read_text().strip()
+        except FileNotFoundError:
+            raise NotFound(f"no API token in {self.path} (run 'keel init')") from None
+
+    def port(self) -> int:
+        port = self.config().get("port", 7717)
+        if not isinstance(port, int) or not 0 <= port < 65536:
+            raise BadInput(f"config port must be a number from 0 to 65535, got {port!r}")
+        return port
 
     def key_path(self, name: str) -> Path:
         return self.keys / f"{name}.key"
@@ -117,6 +135,11 @@ def init(path: Path | None = None) -> tuple[Home, bool]:
     os.chmod(home.keys, 0o700)
     if not home.config_path.exists():
         home.config_path.write_text(tomli_w.dumps(DEFAULT_CONFIG))
+        created = True
+    if not home.token_path.exists():
+        fd = os.open(home.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
         created = True
     operator = home.operator
     if not home.key_path(operator).exists():

@@ -1,0 +1,1 @@
+"""The daemon: one process per KEEL_HOME running the bus and the scheduler."""

@@ -1,0 +1,1 @@
+"""Health: checks that catch rot and silence, recorded as findings in the ledger."""
