@@ -13,7 +13,8 @@ def _run(tool: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_ruff_clean():
-    proc = _run("ruff", "check", "src", "tests", "bench")
+    dirs = [d for d in ("src", "tests", "bench") if (REPO / d).is_dir()]
+    proc = _run("ruff", "check", *dirs)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -33,6 +33,7 @@ class RunContext:
     home: Path | None
     stop: threading.Event
     grace: float = 10.0
+    probes: dict[str, Callable[[RunContext], Outcome]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -113,9 +114,10 @@ PROBES: dict[str, Probe] = {"ledger": probe_ledger, "ok": probe_ok, "fail": prob
 
 
 def run_probe(spec: JobSpec, ctx: RunContext) -> Outcome:
-    probe = PROBES.get(spec.run)
+    probes = ctx.probes or PROBES
+    probe = probes.get(spec.run)
     if probe is None:
-        return Outcome("failed", error=f"unknown probe {spec.run!r} ({', '.join(sorted(PROBES))})")
+        return Outcome("failed", error=f"unknown probe {spec.run!r} ({', '.join(sorted(probes))})")
     return probe(ctx)
 
 

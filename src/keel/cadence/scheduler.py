@@ -27,7 +27,7 @@ from . import jobs as jobs_mod
 from . import runs as runs_mod
 from .clock import SystemClock
 from .jobs import JobSpec, job_entity, load_jobs
-from .kinds import KINDS, Kind, Outcome, RunContext
+from .kinds import KINDS, PROBES, Kind, Outcome, Probe, RunContext
 from .runs import claim_expectation, facts, new_run, run_entity, run_key
 
 US = 1_000_000
@@ -68,6 +68,7 @@ class Scheduler:
         node: str | None = None,
         kinds: dict[str, Kind] | None = None,
         home: Path | None = None,
+        probes: dict[str, Probe] | None = None,
         workers: int = 4,
         late_after: float = 60.0,
         grace: float = 10.0,
@@ -77,6 +78,7 @@ class Scheduler:
         self.clock = clock or SystemClock()
         self.node = node or this_node()
         self.kinds = kinds if kinds is not None else KINDS
+        self.probes = probes if probes is not None else PROBES
         self.home = home
         self.late_after = int(late_after * US)
         self.grace = grace
@@ -258,7 +260,7 @@ class Scheduler:
         return fut
 
     def _execute(self, spec: JobSpec, key: str, attempt: int) -> Outcome:
-        ctx = RunContext(self.open_ledger, self.home, self.stop_event, self.grace)
+        ctx = RunContext(self.open_ledger, self.home, self.stop_event, self.grace, self.probes)
         kind = self.kinds.get(spec.kind)
         try:
             if kind is None:

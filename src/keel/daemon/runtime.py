@@ -53,8 +53,8 @@ class Runtime:
         self.home = home
         self.clock = clock or clock_from_env()
         self.node = this_node()
-        self.kinds = KINDS
-        self.probes = PROBES
+        self.kinds = dict(KINDS)
+        self.probes = dict(PROBES)
         self.status_sections: dict[str, Callable[[Ledger], object]] = {}
         self.bus = Bus(self.open_ledger)
         self.scheduler = Scheduler(
@@ -62,6 +62,7 @@ class Runtime:
             clock=self.clock,
             node=self.node,
             kinds=self.kinds,
+            probes=self.probes,
             home=home.path,
             tick=tick,
             late_after=late_after,

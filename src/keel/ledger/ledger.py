@@ -384,7 +384,8 @@ class Ledger:
         """A read view. `as_of` is a tx id, tx hash or instant; `valid_at` an instant.
 
         With `as_of` and no `valid_at`, the view is valid at the as-of moment (what we knew
-        then about then), so an as-of view never changes afterwards.
+        then about then), so an as-of view never changes afterwards. Without either, it is
+        valid now — or at the newest transaction's time, if the clock is behind it.
         """
         b = self.branch(branch)
         if b.state == "dropped":
@@ -399,7 +400,9 @@ class Ledger:
         elif as_of is not None:
             valid = self._tx_time(tx)
         else:
-            valid = self.clock()
+            # Now, but never before the newest transaction: a clock behind the ledger (a
+            # test clock, a skewed host) still sees what was just written as current.
+            valid = max(self.clock(), head[2] if head else SINCE_ALWAYS)
         return View(self, b, tx, valid, self.segments(b, tx))
 
     def resolve_tx(self, ref: int | str) -> int:
