@@ -85,8 +85,8 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:
 class Env:
     """A ledger and schedulers on one ManualClock.
 
-    Not the `ledger` fixture: its genesis is stamped with real time, and a view taken at
-    the manual clock's (earlier) instant would not see any fact written after it.
+    Not the `ledger` fixture: its genesis is stamped with real time, and a transaction is
+    never stamped earlier than the one before it, so the ledger would not follow the clock.
     """
 
     def __init__(self, target: str, operator, start: int = START):
