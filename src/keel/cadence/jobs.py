@@ -69,7 +69,19 @@ class JobSpec(BaseModel):
     )
     @classmethod
     def _duration(cls, v: object) -> object:
-        return None if v is None else parse_duration(v)  # type: ignore[arg-type]
+        if v is None:
+            return None
+        seconds = parse_duration(v)  # type: ignore[arg-type]
+        if seconds < 0:
+            raise ValueError("a duration cannot be negative")
+        return seconds
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("the timeout must be more than zero")
+        return v
 
     @field_validator("active_hours")
     @classmethod
@@ -180,5 +192,6 @@ def read_canon(path: Path, kinds: set[str] | None = None) -> list[JobSpec]:
 
 def sync_canon(ledger: Ledger, path: Path, kinds: set[str] | None = None) -> list[str]:
     """Bring canon-declared jobs into the ledger; returns the names that changed."""
+    specs = read_canon(path, kinds)  # a bad file changes nothing, not even the schema
     ensure_schema(ledger)
-    return [s.name for s in read_canon(path, kinds) if save_job(ledger, s, "canon")]
+    return [s.name for s in specs if save_job(ledger, s, "canon")]

@@ -84,8 +84,8 @@ def parse_schedule(text: str, tz: str = "UTC") -> Schedule:
     head, _, rest = text.partition(" ")
     try:
         if head == "every":
-            if parse_duration(rest) <= 0:
-                raise BadInput("'every' needs a positive duration")
+            if parse_duration(rest) < 1:
+                raise BadInput("'every' needs a duration of at least 1s")
             return Schedule("every", rest.strip(), tz)
         if head == "at":
             return Schedule("at", rest.strip(), tz)

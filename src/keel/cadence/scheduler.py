@@ -60,6 +60,19 @@ def stagger_offset(spec: JobSpec) -> int:
     return digest % int(spec.stagger * US)
 
 
+def _due_fires(schedule, last: int, now: int, offset: int) -> tuple[list[int], int | None]:
+    """Fires after `last` that are due by `now` (at most a tick's worth), and the next one."""
+    fires, t = [], last
+    while len(fires) < MAX_FIRES_PER_TICK:
+        nxt = schedule.next_after(t)
+        if nxt is None or nxt + offset > now:
+            break
+        fires.append(nxt)
+        t = nxt
+    upcoming = schedule.next_after(t)
+    return fires, None if upcoming is None else upcoming + offset
+
+
 class Scheduler:
     def __init__(
         self,
@@ -89,6 +102,7 @@ class Scheduler:
         self.futures: set[Future] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._deferred: dict[str, int] = {}  # job -> latest missed fire awaiting its catch-up
         self.ticks = 0
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -131,6 +145,7 @@ class Scheduler:
         soonest = None
         for spec, values in load_jobs(ledger).values():
             if values.get("keel.job/paused"):
+                self._pass_paused(ledger, spec, values, now)
                 continue
             nxt = self._fire_job(ledger, spec, values, now)
             if nxt is not None and (soonest is None or nxt < soonest):
@@ -154,17 +169,10 @@ class Scheduler:
                 )
             nxt = schedule.next_after(now)
             return None if nxt is None else nxt + offset
-        fires, t = [], last
-        while len(fires) < MAX_FIRES_PER_TICK:
-            nxt = schedule.next_after(t)
-            if nxt is None or nxt + offset > now:
-                break
-            fires.append(nxt)
-            t = nxt
-        upcoming = schedule.next_after(t)
-        upcoming = None if upcoming is None else upcoming + offset
+        fires, upcoming = _due_fires(schedule, last, now, offset)
         if not fires:
             return upcoming
+        cut = upcoming is not None and upcoming <= now  # more due fires than one tick takes
         ops = [{"op": "add", "e": e, "a": "keel.job/last-fire", "v": fires[-1]}]
         expect = [{"e": e, "a": "keel.job/last-fire", "v": last}]
         late = [f for f in fires if now - (f + offset) > self.late_after]
@@ -177,11 +185,24 @@ class Scheduler:
         catch = [
             f for f in late if now - f <= spec.catch_up_window * US and spec.in_active_hours(f)
         ]
-        catch = {"skip": [], "once": catch[-1:], "all": catch}[spec.catch_up]
-        launches = [(run_key(spec.name, f, "~catch-up"), f, "catch-up") for f in catch]
-        launches += [
+        if spec.catch_up == "once":
+            # One catch-up for the whole outage, even when it spans several ticks.
+            if catch:
+                self._deferred[spec.name] = catch[-1]
+            catch = (
+                []
+                if cut
+                else [self._deferred.pop(spec.name)]
+                if spec.name in (self._deferred)
+                else []
+            )
+        elif spec.catch_up == "skip":
+            catch = []
+        # On-time fires are admitted first, so a stale catch-up never pushes them out.
+        launches = [
             (run_key(spec.name, f), f, "schedule") for f in on_time if spec.in_active_hours(f)
         ]
+        launches += [(run_key(spec.name, f, "~catch-up"), f, "catch-up") for f in catch]
         starting = []
         for key, f, trigger in launches:
             outcome = self._admit(ledger, spec)
@@ -206,6 +227,26 @@ class Scheduler:
         for key in starting:
             self._submit(spec, key, 1)
         return upcoming
+
+    def _pass_paused(self, ledger: Ledger, spec: JobSpec, values: dict, now: int) -> None:
+        """Fires while a job is paused are neither run nor missed: move past them."""
+        last = values.get("keel.job/last-fire")
+        fires, _ = _due_fires(spec.parsed_schedule(), last or now, now, stagger_offset(spec))
+        if last is None or fires:
+            e = job_entity(spec.name)
+            with contextlib.suppress(Conflict):
+                ledger.transact(
+                    [
+                        {
+                            "op": "add",
+                            "e": e,
+                            "a": "keel.job/last-fire",
+                            "v": fires[-1] if fires else now,
+                        }
+                    ],
+                    expect=[{"e": e, "a": "keel.job/last-fire", "v": last}],
+                    reason=f"{spec.name} is paused: pass {len(fires)} fire(s)",
+                )
 
     def _admit(self, ledger: Ledger, spec: JobSpec) -> str:
         """running, skipped-overlap or pending (queued), by the job's overlap policy."""
