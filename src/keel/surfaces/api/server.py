@@ -1,0 +1,107 @@
+"""Serve the HTTP API with uvicorn in a background thread (for the daemon and for tests).
+
+server = serve(runtime)            # binds 127.0.0.1 on the configured port (0 = any)
+server.url, server.port            # where it listens
+server.stop()                      # ends event streams, then shuts uvicorn down
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import uvicorn
+
+from ...ledger import KeelError
+from .app import create_app
+
+
+class ApiServer:
+    """A uvicorn server for the API, running in a thread of its own."""
+
+    def __init__(self, runtime: Any, host: str = "127.0.0.1", port: int | None = None):
+        self.runtime = runtime
+        self.host = host
+        self.app = create_app(runtime)
+        self._sock = _bind(host, runtime.home.port() if port is None else port)
+        self.port: int = self._sock.getsockname()[1]
+        self.config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+        )
+        self.server = uvicorn.Server(self.config)
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> ApiServer:
+        """Start serving; returns once the server accepts connections."""
+        self._thread = threading.Thread(target=self._run, name="keel-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise KeelError(f"the API server did not start: {self._failure!r}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise KeelError(f"the API server did not start within {timeout:g}s")
+            time.sleep(0.01)
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.server.run(sockets=[self._sock])
+        except BaseException as exc:  # reported by start(); a thread cannot raise
+            self._failure = exc
+        finally:
+            self._sock.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End open event streams, stop accepting, let requests in flight finish."""
+        self.app.state.stopping.set()
+        self.app.state.waker.notify()
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                self.server.force_exit = True
+                self._thread.join(timeout)
+        else:
+            self._sock.close()
+
+    def __enter__(self) -> ApiServer:
+        return self.start() if self._thread is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    if not isinstance(port, int) or not 0 <= port < 65536:
+        raise KeelError(f"the API port must be a number from 0 to 65535, got {port!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise KeelError(f"the API cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def serve(runtime: Any, host: str = "127.0.0.1", port: int | None = None) -> ApiServer:
+    """Start the API for `runtime` in a background thread; `.stop()` it when done."""
+    return ApiServer(runtime, host, port).start()
