@@ -7,6 +7,7 @@ imports them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,11 @@ kind = "probe"
 run = "doctor"
 max_silence = "3h"
 """
+
+
+def redact(location: str) -> str:
+    """A store location fit to show: a DSN's password replaced by ***."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", location)
 
 
 class Runtime:
@@ -123,7 +129,7 @@ class Runtime:
                 "node": self.node,
                 "uptime": round(time.time() - self.started_at, 1) if self.started_at else 0,
                 "now": format_instant(self.clock.now()),
-                "ledger": {"location": str(ledger.store.location), "transactions": size},
+                "ledger": {"location": redact(str(ledger.store.location)), "transactions": size},
                 "jobs": sorted(jobs, key=lambda j: j["name"]),
                 "subscriptions": self.bus.status(size),
             }

@@ -806,12 +806,12 @@ class View:
 
     def get(self, e: str) -> dict[str, Any] | None:
         """Current attribute values of `e`, or None when it has none."""
-        rows = self.ledger.store.entity_datoms(e, self.segments)
+        rows = self.ledger.store.entity_datoms(check_id(e), self.segments)
         found = self.ledger._fold_entity(rows, self.valid_at, self.as_of)
         return found or None
 
     def value(self, e: str, a: str) -> Any:
-        rows = self.ledger.store.entity_datoms(e, self.segments, a)
+        rows = self.ledger.store.entity_datoms(check_id(e), self.segments, a)
         return self.ledger._fold_entity(rows, self.valid_at, self.as_of).get(a)
 
     def get_json(self, e: str) -> dict[str, Any] | None:
@@ -850,7 +850,7 @@ class View:
                 if current is None:
                     continue
                 if v is not None:
-                    have = current if isinstance(current, list) else [current]
+                    have = current if self._many(attr) else [current]
                     if value not in have:
                         continue
                 out.append(e)
@@ -924,13 +924,11 @@ class View:
             if not found:
                 raise NotFound(f"no entity has {ref[0]} = {ref[1]!r}")
             return found[0]
-        if not isinstance(ref, str) or not ref or len(ref) > _MAX_ID:
-            raise BadInput(f"an entity id must be a non-empty string, got {ref!r}")
-        return ref
+        return check_id(ref)
 
     def check_expectations(self, expect: Sequence[dict]) -> None:
         for i, exp in enumerate(expect):
-            if not isinstance(exp, dict) or "e" not in exp or "a" not in exp:
+            if not isinstance(exp, dict) or "e" not in exp or not isinstance(exp.get("a"), str):
                 raise BadInput(f"expectation {i + 1} must be an object with 'e', 'a' and 'v'")
             attr = self.ledger.attribute(exp["a"])
             try:
@@ -978,8 +976,8 @@ class _Preparer:
         datoms = []
         entity, tempids, max_id, now = self._entity, self.tempids, _MAX_ID, self.time
         for op, attr, e_raw, value in parsed:
-            if type(e_raw) is str and 0 < len(e_raw) <= max_id:
-                e = tempids[e_raw] if e_raw[0] == "#" else e_raw
+            if type(e_raw) is str and 0 < len(e_raw) <= max_id and e_raw.isprintable():
+                e = tempids[e_raw] if e_raw[0] == "#" else check_id(e_raw)
             else:
                 e = entity(e_raw)
             if attr.type == "ref":
@@ -995,7 +993,7 @@ class _Preparer:
     def _parse(self, i: int, op: Any) -> tuple[dict, Attribute, Any, Any]:
         if type(op) is not dict or not op.keys() <= _OP_FIELDS or not op.keys() >= _OP_NEEDS:
             raise _malformed(i, op)
-        if op.get("op", "add") not in _OPS:
+        if not isinstance(op.get("op", "add"), str) or op.get("op", "add") not in _OPS:
             raise BadInput(f"op {i + 1}: 'op' must be add or retract, got {op.get('op')!r}")
         a = op["a"]
         attr = self.schema.get(a) if type(a) is str else None
@@ -1127,6 +1125,18 @@ def _malformed(i: int, op: Any) -> BadInput:
         return BadInput(f"{where} has unknown field(s) {sorted(unknown)}")
     missing = sorted(_OP_NEEDS - set(op))
     return BadInput(f"{where} is missing {', '.join(map(repr, missing))}")
+
+
+def check_id(ref: Any) -> str:
+    """An entity id: a non-empty string of at most 512 characters, valid Unicode, no NUL
+    (which PostgreSQL text cannot hold, so both stores refuse it alike)."""
+    if not isinstance(ref, str) or not ref or len(ref) > _MAX_ID:
+        raise BadInput(f"an entity id must be a non-empty string of at most {_MAX_ID} characters")
+    if not ref.isascii():
+        values.check_text(ref, "an entity id")
+    if "\x00" in ref:
+        raise BadInput("an entity id cannot contain a NUL character")
+    return ref
 
 
 def _hashable(value: Any) -> Any:

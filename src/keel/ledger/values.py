@@ -99,7 +99,7 @@ def check_text(text: str, attr: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise SchemaError(f"{attr} takes valid Unicode text, got {text!r}") from None
+        raise SchemaError(f"{attr} takes valid Unicode text, not lone surrogates") from None
 
 
 def encode(tag: int, value: Any) -> bytes:

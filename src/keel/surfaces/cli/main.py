@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ...govern.home import Home, add_identity, home_dir, init
 from ...ledger import BadInput, KeelError, Ledger
+from . import runtime_cmds
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -419,6 +420,9 @@ def demo() -> None:
     from .demo import run_demo
 
     run_demo(out)
+
+
+runtime_cmds.register(app)
 
 
 def run() -> None:
