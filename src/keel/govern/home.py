@@ -120,12 +120,8 @@ class Home:
         return Ledger.open(self.db_target(), signer=signer, default_tz=self.timezone(), **kw)
 
 
-def init(path: Path | None = None) -> tuple[Home, bool]:
-    """Create the home, its config, the operator's key and the ledger's genesis.
-
-    Returns the home and whether anything was created.
-    """
-    home = Home(path or home_dir())
+def prepare_home(home: Home) -> bool:
+    """Create the home's folders, config and API token (not its key or ledger)."""
     created = False
     for sub in ("", "blobs", "keys", "canon"):
         d = home.path / sub
@@ -141,6 +137,16 @@ def init(path: Path | None = None) -> tuple[Home, bool]:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
         created = True
+    return created
+
+
+def init(path: Path | None = None) -> tuple[Home, bool]:
+    """Create the home, its config, the operator's key and the ledger's genesis.
+
+    Returns the home and whether anything was created.
+    """
+    home = Home(path or home_dir())
+    created = prepare_home(home)
     operator = home.operator
     if not home.key_path(operator).exists():
         created = True

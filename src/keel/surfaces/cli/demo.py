@@ -3,6 +3,7 @@ a restore and a verify. It uses only the public Python API."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,16 @@ SCHEMA = [
 
 
 def run_demo(out: Console) -> None:
+    # The demo keeps to its own temporary SQLite ledger, whatever KEEL_DB says.
+    saved = os.environ.pop("KEEL_DB", None)
+    try:
+        _demo(out)
+    finally:
+        if saved is not None:
+            os.environ["KEEL_DB"] = saved
+
+
+def _demo(out: Console) -> None:
     with tempfile.TemporaryDirectory(prefix="keel-demo-") as tmp:
         home, _ = init(Path(tmp) / "home")
         out.rule("[bold]keel demo")

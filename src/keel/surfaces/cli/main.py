@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ...govern.home import Home, add_identity, home_dir, init
+from ...govern.home import Home, add_identity, home_dir, init, prepare_home
 from ...ledger import BadInput, KeelError, Ledger
 from . import runtime_cmds
 
@@ -408,7 +408,10 @@ def _open_out(file: Path):
 
 @app.command("import")
 def import_cmd(file: Path) -> None:
-    """Append an export after verifying every transaction in it."""
+    """Append an export after verifying every transaction in it (into a new home too)."""
+    home = _home()
+    if not home.config_path.exists():
+        prepare_home(home)  # a restore: the ledger's genesis comes from the file
     with _ledger() as ledger:
         count = ledger.import_file(file)
     out.print(f"imported {count} transactions from {file}")
@@ -425,11 +428,22 @@ def demo() -> None:
 runtime_cmds.register(app)
 
 
+# Typer vendors click; its usage errors share this base class.
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 def run() -> None:
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        sys.exit(130)
+    except _USAGE_ERROR as exc:
+        sys.stderr.write(f"keel: {exc.format_message()}\n")  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     except KeelError as exc:
         sys.stderr.write(f"keel: {exc}\n")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(code, int):
+        sys.exit(code)

@@ -26,7 +26,6 @@ from ...daemon.service import install_service, uninstall_service
 from ...govern.home import Home, home_dir, init
 from ...health import checks as health
 from ...ledger import BadInput, KeelError
-from ..api.server import serve
 
 out = Console()
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -81,6 +80,8 @@ def up(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Run keel: the ledger, the event bus, the scheduler and the HTTP API, in one process."""
+    from ..api.server import serve  # fastapi and uvicorn load only for the daemon
+
     home, _ = init()
     lock = DaemonLock(home.path)
     lock.acquire({"port": None})
