@@ -276,12 +276,14 @@ def find(
 
 @app.command()
 def log(
-    since: Annotated[int, typer.Option(help="Only transactions after this one.")] = 0,
+    since: Annotated[
+        str, typer.Option(help="Only transactions after this one (id, hash or instant).")
+    ] = "0",
     branch: Annotated[str | None, typer.Option("--branch", "-b")] = None,
 ) -> None:
     """Transactions as JSON lines, oldest first."""
     with _ledger() as ledger:
-        for entry in ledger.log(since, branch):
+        for entry in ledger.log(ledger.resolve_tx(since), branch):
             _emit(entry)
 
 
