@@ -390,26 +390,27 @@ class Ledger:
         b = self.branch(branch)
         if b.state == "dropped":
             raise NotFound(f"branch {branch!r} was dropped")
-        head = self.store.head()
-        head_id = head[0] if head else 0
-        tx = self.resolve_tx(as_of) if as_of is not None else head_id
+        if as_of is None:
+            head = self.store.head()
+            tx, tx_time = (head[0], head[2]) if head else (0, SINCE_ALWAYS)
+            # Now, but never before the newest transaction: a clock behind the ledger (a
+            # test clock, a skewed host) still sees what was just written as current.
+            default_valid = max(self.clock(), tx_time)
+        else:
+            tx = self.resolve_tx(as_of)
+            default_valid = self._tx_time(tx)
         if isinstance(valid_at, str):
             valid = parse_instant(valid_at, self.default_tz)
         elif valid_at is not None:
             valid = valid_at
-        elif as_of is not None:
-            valid = self._tx_time(tx)
         else:
-            # Now, but never before the newest transaction: a clock behind the ledger (a
-            # test clock, a skewed host) still sees what was just written as current.
-            valid = max(self.clock(), head[2] if head else SINCE_ALWAYS)
+            valid = default_valid
         return View(self, b, tx, valid, self.segments(b, tx))
 
     def resolve_tx(self, ref: int | str) -> int:
         """A transaction id from an id, a full hash or an ISO instant (the last tx by then)."""
         if isinstance(ref, int):
-            head = self.store.head()
-            if not 0 <= ref <= (head[0] if head else 0):
+            if ref != 0 and self._tx_time(ref) == SINCE_ALWAYS:
                 raise NotFound(f"there is no transaction {ref}")
             return ref
         text = ref.strip()
@@ -423,8 +424,9 @@ class Ledger:
         return self.store.last_tx_at(parse_instant(text, self.default_tz))
 
     def _tx_time(self, tx: int) -> int:
-        rows = self.store.tx_rows(tx, tx)
-        return rows[0][4] if rows else SINCE_ALWAYS
+        """When `tx` was recorded; SINCE_ALWAYS for tx 0 or one that does not exist."""
+        row = self.store.fetchone("SELECT time FROM txs WHERE id = ?", [tx])
+        return row[0] if row else SINCE_ALWAYS
 
     def _decode(self, v: bytes | None, tag: int, big: int) -> Any:
         if v is None:

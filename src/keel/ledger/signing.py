@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -17,7 +17,7 @@ class Signer:
     name: str
     private_key: Ed25519PrivateKey
 
-    @property
+    @cached_property
     def public_key(self) -> bytes:
         return public_bytes(self.private_key)
 

@@ -252,7 +252,9 @@ def verify_store(
         report.problem = f"transaction {gap} is missing: the ids jump past it"
         size = gap - 1
     workers = workers or min(2, os.cpu_count() or 1)
-    ranges = [(lo, min(lo + CHUNK - 1, size)) for lo in range(1, size + 1, CHUNK)]
+    # Enough ranges to keep every worker busy, even for a ledger of few large transactions.
+    chunk = max(1, min(CHUNK, -(-size // (4 * workers))))
+    ranges = [(lo, min(lo + chunk - 1, size)) for lo in range(1, size + 1, chunk)]
 
     def consume(results: list[Checked]) -> bool:
         for c in results:

@@ -51,6 +51,7 @@ class SqliteStore(Store):
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
             self.conn.execute("PRAGMA busy_timeout=60000")
             self.conn.execute("PRAGMA cache_size=-65536")
+            self.conn.execute("PRAGMA mmap_size=1073741824")
             with self.write():
                 for stmt in DDL:
                     self.conn.execute(stmt)
