@@ -44,6 +44,7 @@ from ...ledger import (
     SchemaError,
 )
 from ...ledger.instants import format_instant
+from ...ledger.text import entity_ref, typed_value
 
 API = "/api/v1"
 _IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -243,33 +244,6 @@ class _Waker:
                 self.discard((loop, event))
 
 
-def _entity_ref(text: str) -> Any:
-    """An entity id, or a JSON lookup ref like '["person/handle", "alice"]'."""
-    if text.startswith("["):
-        try:
-            return json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            raise BadInput(f"{text[:80]!r} is neither an entity id nor a JSON lookup ref") from None
-    return text
-
-
-def _parse_value(ledger: Ledger, attr: str, text: str) -> Any:
-    """A query-string value read according to the attribute's type."""
-    vtype = ledger.attribute(attr).type
-    try:
-        if vtype == "int":
-            return int(text)
-        if vtype == "float":
-            return float(text)
-        if vtype == "bool":
-            return {"true": True, "false": False}[text.lower()]
-        if vtype == "json":
-            return json.loads(text)
-    except (ValueError, KeyError, RecursionError):
-        raise BadInput(f"{text[:80]!r} is not a valid {vtype} for {attr}") from None
-    return _entity_ref(text) if vtype == "ref" else text
-
-
 def parse_position(text: str | None, what: str = "after") -> Position | None:
     """A position `tx.n` (after event n of tx) or `tx` (after all of tx), or None."""
     if text is None or not text.strip():
@@ -429,7 +403,7 @@ def create_app(runtime: Any) -> FastAPI:
     def history(entity: str, attr: str | None = None, branch: str = "main") -> list[dict]:
         with ledger_for() as ledger:
             view = ledger.view(branch)
-            e = view.resolve_entity(_entity_ref(entity))
+            e = view.resolve_entity(entity_ref(entity))
             if attr:
                 ledger.attribute(attr)
             rows = view.history(e, attr or None)
@@ -452,7 +426,7 @@ def create_app(runtime: Any) -> FastAPI:
     ) -> dict:
         with ledger_for() as ledger:
             view = ledger.view(branch, as_of, valid_at)
-            e = view.resolve_entity(_entity_ref(entity))
+            e = view.resolve_entity(entity_ref(entity))
             found = view.get_json(e)
         if found is None:
             raise NotFound(f"entity {entity} has no values in this view")
@@ -470,7 +444,7 @@ def create_app(runtime: Any) -> FastAPI:
     ) -> dict:
         with ledger_for() as ledger:
             view = ledger.view(branch, as_of, valid_at)
-            parsed = _parse_value(ledger, attr, value) if value is not None else None
+            parsed = typed_value(ledger, attr, value) if value is not None else None
             found = view.find(attr, parsed, limit=limit, after=after)
         return {"entities": found, "next": found[-1] if len(found) >= limit else None}
 

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ...govern.home import Home, add_identity, home_dir, init, prepare_home
 from ...ledger import BadInput, KeelError, Ledger
+from ...ledger.text import entity_ref, typed_value
 from . import runtime_cmds
 
 app = typer.Typer(
@@ -64,16 +65,6 @@ def _read_json(source: str) -> Any:
     except json.JSONDecodeError as exc:
         where = "stdin" if source == "-" else source
         raise BadInput(f"{where} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
-
-
-def _entity_arg(text: str) -> Any:
-    """An entity id, or a JSON lookup ref like '["person/handle", "alice"]'."""
-    if text.startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            raise BadInput(f"{text!r} is neither an entity id nor a JSON lookup ref") from None
-    return text
 
 
 @app.command("init")
@@ -189,7 +180,7 @@ def get(
     """An entity's values: now, as of a transaction or instant, at a valid instant."""
     with _ledger() as ledger:
         view = ledger.view(branch, as_of, valid_at)
-        e = view.resolve_entity(_entity_arg(entity))
+        e = view.resolve_entity(entity_ref(entity))
         found = view.get_json(e)
     if found is None:
         raise KeelError(f"entity {entity} has no values in this view")
@@ -212,7 +203,7 @@ def history(
     """Every change to an entity (or one attribute) along both time axes."""
     with _ledger() as ledger:
         view = ledger.view(branch)
-        e = view.resolve_entity(_entity_arg(entity))
+        e = view.resolve_entity(entity_ref(entity))
         if attr:
             ledger.attribute(attr)
         rows = view.history(e, attr)
@@ -234,23 +225,6 @@ def history(
     out.print(table)
 
 
-def _parse_value(ledger: Ledger, attr: str, text: str) -> Any:
-    """A command-line value read according to the attribute's type."""
-    vtype = ledger.attribute(attr).type
-    try:
-        if vtype == "int":
-            return int(text)
-        if vtype == "float":
-            return float(text)
-        if vtype == "bool":
-            return {"true": True, "false": False}[text.lower()]
-        if vtype == "json":
-            return json.loads(text)
-    except (ValueError, KeyError):
-        raise BadInput(f"{text!r} is not a valid {vtype} for {attr}") from None
-    return _entity_arg(text) if vtype == "ref" else text
-
-
 @app.command()
 def find(
     attr: str,
@@ -265,7 +239,7 @@ def find(
     """Entities whose current ATTR is VALUE (or that have ATTR at all)."""
     with _ledger() as ledger:
         view = ledger.view(branch, as_of, valid_at)
-        parsed = _parse_value(ledger, attr, value) if value is not None else None
+        parsed = typed_value(ledger, attr, value) if value is not None else None
         found = view.find(attr, parsed, limit=limit, after=after)
     if as_json:
         _emit(found)
@@ -385,7 +359,7 @@ def restore(
 ) -> None:
     """Make an entity read as it did as of a transaction, as a new signed transaction."""
     with _ledger() as ledger:
-        e = ledger.view(branch).resolve_entity(_entity_arg(entity))
+        e = ledger.view(branch).resolve_entity(entity_ref(entity))
         result = ledger.restore(e, to, branch)
     if result is None:
         out.print(f"{e} already reads as it did then; nothing written")
