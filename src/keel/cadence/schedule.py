@@ -9,7 +9,6 @@ Unix epoch, so every node computes the same fires.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,27 +16,9 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from ..ledger.errors import BadInput
-from ..ledger.instants import from_us, parse_instant, to_us
+from ..ledger.instants import from_us, parse_duration, parse_instant, to_us
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 US = 1_000_000
-MAX_DURATION = 100 * 365 * 86400.0
-
-
-def parse_duration(text: str | int | float) -> float:
-    """Seconds from `90s`, `30m`, `2h`, `1d` or a bare number of seconds."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        if not -MAX_DURATION <= text <= MAX_DURATION:
-            raise BadInput(f"{text!r} seconds is longer than the 100 years a duration may span")
-        return float(text)
-    match = _DURATION.match(str(text))
-    if not match:
-        raise BadInput(f"{text!r} is not a duration (e.g. 90s, 30m, 2h, 1d)")
-    seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds > MAX_DURATION:
-        raise BadInput(f"{text!r} is longer than the 100 years a duration may span")
-    return seconds
 
 
 @dataclass(frozen=True)

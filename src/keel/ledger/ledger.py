@@ -103,6 +103,7 @@ class PendingTx:
     reason: str
     time: int
     datoms: list[Datom]
+    view: View  # the branch as the transaction found it, for guards that compare
 
 
 Guard = Callable[[PendingTx], None]
@@ -479,6 +480,47 @@ class Ledger:
         assert result is not None
         return result
 
+    def update(
+        self,
+        build: Callable[[View], list[dict]],
+        reason: str = "",
+        signer: Signer | None = None,
+        branch: str = MAIN,
+    ) -> TxResult | None:
+        """Read-modify-write in one step: `build(view)` sees the branch under the write lock
+        and returns the ops to commit (none: nothing is written and None is returned)."""
+        return self._commit(build, reason, signer=signer, branch=branch)
+
+    def committed(self, after: int, limit: int = 500) -> tuple[list[dict], int]:
+        """Decoded datoms of main-branch transactions after tx `after` (at most `limit`
+        transactions), oldest first, and the last tx id read. Followers (the recall index)
+        page through the ledger with this."""
+        head = self.store.head()
+        hi = min(head[0] if head else 0, after + limit)
+        if hi <= after:
+            return [], after
+        txs = {r[0]: r for r in self.store.tx_rows(after + 1, hi, branches=[0])}
+        out = []
+        for row in self.store.datom_rows(after + 1, hi):
+            tx = row[0]
+            if tx not in txs:
+                continue
+            tag = row[6]
+            out.append(
+                {
+                    "tx": tx,
+                    "e": row[3],
+                    "a": row[4],
+                    "v": self._decode(row[5], tag, row[7]),
+                    "op": "add" if row[8] == ASSERT else "retract",
+                    "valid_from": row[9],
+                    "valid_to": row[10],
+                    "tx_time": txs[tx][4],
+                    "author": txs[tx][5],
+                }
+            )
+        return out, hi
+
     def _commit(
         self,
         build: Callable[[View], list[dict]],
@@ -516,7 +558,7 @@ class Ledger:
                 self._check_author(signer)
             if system and b.id != 0 and any(d.a in SCHEMA_ATTRS for d in prepared.datoms):
                 raise SchemaError("declare attributes on main, not on a branch")
-            pending = PendingTx(seq, b.name, signer.name, reason, time_us, prepared.datoms)
+            pending = PendingTx(seq, b.name, signer.name, reason, time_us, prepared.datoms, view)
             for guard in self._guards:
                 guard(pending)
             key = signer.public_key
@@ -911,6 +953,16 @@ class View:
                 "valid_to": format_instant(vt),
                 "tx": r[7],
             }
+            for _k, vf, vt, r in fold.timeline(rows, self._many(attr))
+        ]
+
+    def intervals(self, e: str, a: str) -> list[tuple[Any, int, int]]:
+        """`timeline` as (value, valid_from, valid_to) in microseconds, for code that
+        computes with the intervals rather than showing them."""
+        attr = self.ledger.attribute(a)
+        rows = self.ledger.store.entity_datoms(e, self.segments, a)
+        return [
+            (self.ledger._decode(r[1], r[2], r[3]), vf, vt)
             for _k, vf, vt, r in fold.timeline(rows, self._many(attr))
         ]
 
