@@ -184,11 +184,26 @@ class Memory:
         if until <= now:
             raise BadInput("working memory must expire in the future")
         ops = self._item_ops(
-            "#w", "working", self._text(text), title=title, source=source, tags=tags, at=now,
-            valid_from=now, valid_to=until,
+            "#w",
+            "working",
+            self._text(text),
+            title=title,
+            source=source,
+            tags=tags,
+            at=now,
+            valid_from=now,
+            valid_to=until,
         )
-        ops.append({"op": "add", "e": "#w", "a": "mem/scope", "v": scope, "valid_from": now,
-                    "valid_to": until})
+        ops.append(
+            {
+                "op": "add",
+                "e": "#w",
+                "a": "mem/scope",
+                "v": scope,
+                "valid_from": now,
+                "valid_to": until,
+            }
+        )
         res = self._commit(ops, f"remember for {scope}")
         return {"id": res.tempids["#w"], "tx": res.tx, "expires": format_instant(until)}
 
@@ -252,9 +267,14 @@ class Memory:
         def build(view: View) -> list[dict]:
             current = view.get(e) or {}
             ops = []
-            for a, v in (("entity/slug", slug), ("entity/name", name), ("entity/kind", kind),
-                         ("mem/surface", "entity"), ("mem/text", summary),
-                         ("mem/source", source)):
+            for a, v in (
+                ("entity/slug", slug),
+                ("entity/name", name),
+                ("entity/kind", kind),
+                ("mem/surface", "entity"),
+                ("mem/text", summary),
+                ("mem/source", source),
+            ):
                 if v is not None and current.get(a) != v:
                     ops.append({"op": "add", "e": e, "a": a, "v": v, **ALWAYS})
             for alias in alias_list:
@@ -273,8 +293,14 @@ class Memory:
             raise BadInput(f"fact key {key!r} must be lower snake case, like lives_in")
         if fact_attr(key) not in self.ledger.schema:
             self.ledger.declare(
-                [{"attribute": fact_attr(key), "type": "string", "fulltext": True,
-                  "doc": f"entity fact: {key}"}],
+                [
+                    {
+                        "attribute": fact_attr(key),
+                        "type": "string",
+                        "fulltext": True,
+                        "doc": f"entity fact: {key}",
+                    }
+                ],
                 signer=self.signer,
             )
 
@@ -293,24 +319,31 @@ class Memory:
             target = entity_id(slug)
             if target == source_entity:
                 continue
-            if view.value(target, "entity/slug") is None and not any(
-                o["e"] == target for o in ops
-            ):
+            if view.value(target, "entity/slug") is None and not any(o["e"] == target for o in ops):
                 ops += [
                     {"op": "add", "e": target, "a": "entity/slug", "v": slug, **ALWAYS},
-                    {"op": "add", "e": target, "a": "entity/name", "v": _name_of(slug, text),
-                     **ALWAYS},
+                    {
+                        "op": "add",
+                        "e": target,
+                        "a": "entity/name",
+                        "v": _name_of(slug, text),
+                        **ALWAYS,
+                    },
                     {"op": "add", "e": target, "a": "mem/surface", "v": "entity", **ALWAYS},
                 ]
             link = f"link:{source_entity}:{kind}:{target}"
             if view.value(link, "link/type") is None:
                 ops += [
-                    {"op": "add", "e": link, "a": "link/from", "v": source_entity,
-                     "valid_from": since},
+                    {
+                        "op": "add",
+                        "e": link,
+                        "a": "link/from",
+                        "v": source_entity,
+                        "valid_from": since,
+                    },
                     {"op": "add", "e": link, "a": "link/to", "v": target, "valid_from": since},
                     {"op": "add", "e": link, "a": "link/type", "v": kind, "valid_from": since},
-                    {"op": "add", "e": link, "a": "link/origin", "v": origin,
-                     "valid_from": since},
+                    {"op": "add", "e": link, "a": "link/origin", "v": origin, "valid_from": since},
                 ]
         return ops
 
@@ -344,8 +377,9 @@ class Memory:
             e = self.upsert_entity(entity, kind)["id"]
 
         def build(view: View) -> list[dict]:
-            ops = self._item_ops("#obs", "observation", text, source=source, at=when,
-                                 valid_from=when)
+            ops = self._item_ops(
+                "#obs", "observation", text, source=source, at=when, valid_from=when
+            )
             ops.append({"op": "add", "e": "#obs", "a": "obs/entity", "v": e, "valid_from": when})
             if fact is not None:
                 ops += [
@@ -377,9 +411,13 @@ class Memory:
                 continue
             got = view.get(link) or {}
             other = got.get("link/to") if attr == "link/from" else got.get("link/from")
-            found.append({"type": got.get("link/type"),
-                          "direction": "out" if attr == "link/from" else "in",
-                          "entity": other})
+            found.append(
+                {
+                    "type": got.get("link/type"),
+                    "direction": "out" if attr == "link/from" else "in",
+                    "entity": other,
+                }
+            )
         return sorted(found, key=lambda x: (x["direction"], x["type"] or "", x["entity"] or ""))
 
     def timeline(self, ref: str, as_of: Any = None) -> list[dict[str, Any]]:
@@ -390,24 +428,33 @@ class Memory:
         for obs in view.find("obs/entity", e):
             got = view.get(obs) or {}
             history = view.history(obs, "mem/surface")
-            events.append({
-                "type": "observation",
-                "id": obs,
-                "at": format_instant(got.get("mem/at", 0)),
-                "text": got.get("mem/text"),
-                "source": got.get("mem/source"),
-                "fact": got.get("obs/fact"),
-                "value": got.get("obs/value"),
-                "author": history[0]["author"] if history else None,
-                "tx": history[0]["tx"] if history else None,
-            })
+            events.append(
+                {
+                    "type": "observation",
+                    "id": obs,
+                    "at": format_instant(got.get("mem/at", 0)),
+                    "text": got.get("mem/text"),
+                    "source": got.get("mem/source"),
+                    "fact": got.get("obs/fact"),
+                    "value": got.get("obs/value"),
+                    "author": history[0]["author"] if history else None,
+                    "tx": history[0]["tx"] if history else None,
+                }
+            )
         for a in sorted((view.get(e) or {}).keys() | self._fact_attrs(view, e)):
             if not a.startswith("fact/"):
                 continue
             for v, vf, vt in view.intervals(e, a):
-                events.append({"type": "fact", "fact": a.removeprefix("fact/"), "value": v,
-                               "valid_from": format_instant(vf), "valid_to": format_instant(vt),
-                               "at": format_instant(vf)})
+                events.append(
+                    {
+                        "type": "fact",
+                        "fact": a.removeprefix("fact/"),
+                        "value": v,
+                        "valid_from": format_instant(vf),
+                        "valid_to": format_instant(vt),
+                        "at": format_instant(vf),
+                    }
+                )
         events.sort(key=lambda ev: (ev["at"] or "", ev["type"]))
         return events
 
@@ -428,11 +475,18 @@ class Memory:
         tags: Iterable[str] = (),
     ) -> dict[str, Any]:
         when = self._instant(at, "at", self.now())
-        ops = self._item_ops("#d", "decision", None, title=self._text(title, "a decision"),
-                             tags=tags, at=when)
+        ops = self._item_ops(
+            "#d", "decision", None, title=self._text(title, "a decision"), tags=tags, at=when
+        )
         ops.append({"op": "add", "e": "#d", "a": "decision/why", "v": self._text(why, "why")})
-        ops.append({"op": "add", "e": "#d", "a": "decision/by",
-                    "v": by or (self.signer or self.ledger.signer).name})
+        ops.append(
+            {
+                "op": "add",
+                "e": "#d",
+                "a": "decision/by",
+                "v": by or (self.signer or self.ledger.signer).name,
+            }
+        )
         for alt in _strings(alternatives, "alternatives"):
             ops.append({"op": "add", "e": "#d", "a": "decision/alternatives", "v": alt})
         for ev in _strings(evidence, "evidence"):
@@ -452,8 +506,12 @@ class Memory:
         def build(view: View) -> list[dict]:
             current = view.get(e) or {}
             ops = []
-            for a, v in (("canon/name", slug), ("mem/surface", "canon"), ("mem/text", body),
-                         ("mem/title", title or name)):
+            for a, v in (
+                ("canon/name", slug),
+                ("mem/surface", "canon"),
+                ("mem/text", body),
+                ("mem/title", title or name),
+            ):
                 if current.get(a) != v:
                     ops.append({"op": "add", "e": e, "a": a, "v": v})
             return ops
@@ -478,18 +536,21 @@ class Memory:
         its text (the old text stays in history)."""
         when = self._instant(at, "at", self.now())
         e = f"episode:{slugify(session)}" if session else "#ep"
-        ops = self._item_ops(e, "episode", self._text(text, "a transcript"), title=title,
-                             source=source, at=when)
+        ops = self._item_ops(
+            e, "episode", self._text(text, "a transcript"), title=title, source=source, at=when
+        )
         ops.append({"op": "add", "e": e, "a": "episode/agent", "v": self._text(agent, "agent")})
         if session:
             ops.append({"op": "add", "e": e, "a": "episode/session", "v": session})
         res = self._commit(ops, f"episode from {agent}")
         return {"id": res.tempids.get("#ep", e), "tx": res.tx}
 
-    def capture(self, text: str, source: str | None = None,
-                tags: Iterable[str] = ()) -> dict[str, Any]:
-        ops = self._item_ops("#c", "capture", self._text(text), source=source, tags=tags,
-                             at=self.now())
+    def capture(
+        self, text: str, source: str | None = None, tags: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        ops = self._item_ops(
+            "#c", "capture", self._text(text), source=source, tags=tags, at=self.now()
+        )
         res = self._commit(ops, "capture")
         return {"id": res.tempids["#c"], "tx": res.tx}
 
@@ -543,8 +604,9 @@ def _fact_ops(view: View, e: str, key: str, value: str, since: int, until: int) 
     for v, vf, vt in segments:
         lo, hi = max(vf, since), min(vt, until)
         if v != value and lo < hi:
-            ops.append({"op": "retract", "e": e, "a": attr, "v": v, "valid_from": lo,
-                        "valid_to": hi})
+            ops.append(
+                {"op": "retract", "e": e, "a": attr, "v": v, "valid_from": lo, "valid_to": hi}
+            )
     return ops
 
 

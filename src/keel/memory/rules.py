@@ -25,9 +25,7 @@ def check(tx: PendingTx) -> None:
             touched.setdefault(d.e, []).append(d)
     for e, datoms in touched.items():
         before = tx.view.value(e, "mem/surface")
-        after = next(
-            (d.value for d in datoms if d.a == "mem/surface" and d.op == 1), before
-        )
+        after = next((d.value for d in datoms if d.a == "mem/surface" and d.op == 1), before)
         if after is not None and after not in SURFACES:
             raise BadInput(f"{after!r} is not a memory surface ({', '.join(SURFACES)})")
         for d in datoms:
