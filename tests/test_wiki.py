@@ -227,12 +227,16 @@ def test_tag_ties_go_to_the_alphabetically_first_spelling(wiki):
     assert wiki.article("one")["tags"] == wiki.article("two")["tags"] == ["Graphs"]
 
 
-def test_topics_on_sources_are_left_because_sources_never_change(wiki):
+def test_topic_spellings_on_sources_are_relabelled_but_their_text_is_not(wiki):
     wiki.add_source(A, topics=["LLMs"])
-    wiki.add_source(B, topics=["llm"])
+    b = wiki.add_source(B, topics=["llm", "llm-ops"])["id"]
     [dup] = kinds(wiki.lint(), "near-duplicate-tags")
-    assert dup["fixable"] is False
-    assert wiki.fix() == []
+    assert dup["fixable"] is True
+    assert [f["kind"] for f in wiki.fix()] == ["near-duplicate-tags"]
+    assert kinds(wiki.lint(), "near-duplicate-tags") == []
+    view = wiki.memory.view()
+    assert sorted(view.value(b, "source/topics")) == ["LLMs", "llm-ops"]  # tie: "LLMs" < "llm"
+    assert view.value(b, "mem/text") == B
 
 
 def test_article_topics_take_the_sources_spelling(wiki):

@@ -8,6 +8,7 @@ imports them.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,8 @@ from ..cadence.scheduler import Scheduler, ensure_schema, this_node
 from ..govern.home import Home
 from ..ledger import Ledger
 from ..ledger.instants import format_instant
+from ..memory.memory import Memory
+from ..memory.recall import Recall
 
 DEFAULT_CADENCE = """\
 # keel's cadence: recurring jobs. Edit freely; `keel up` and `keel cadence sync` load it.
@@ -75,6 +78,8 @@ class Runtime:
             grace=grace,
         )
         self.started_at: float | None = None
+        self._recall: Recall | None = None
+        self._recall_lock = threading.Lock()
 
     @property
     def cadence_file(self) -> Path:
@@ -84,6 +89,18 @@ class Runtime:
         ledger = self.home.ledger(as_name, clock=self.clock.now)
         ledger.on_commit(self.bus.notify)
         return ledger
+
+    def memory(self, ledger: Ledger) -> Memory:
+        """Memory over `ledger`, writing as whoever the ledger signs as."""
+        return Memory(ledger)
+
+    def recall(self) -> Recall:
+        """The recall index, shared by every surface of this process (it locks itself)."""
+        with self._recall_lock:
+            if self._recall is None:
+                embedder = self.home.config().get("recall", {}).get("embedder")
+                self._recall = Recall(self.open_ledger(), embedder)
+            return self._recall
 
     def prepare(self) -> list[str]:
         """Declare the runtime's schema and load the canon cadence (writing the default
@@ -97,6 +114,9 @@ class Runtime:
 
     def start(self) -> None:
         self.prepare()
+        # The index follows the ledger: one catch-up per transaction, resumable from the
+        # cursor the index keeps with its rows.
+        self.bus.subscribe("recall-index", lambda _event: self.recall().catch_up(), ["tx"])
         self.bus.start()
         self.scheduler.start()
         self.started_at = time.time()
@@ -104,6 +124,11 @@ class Runtime:
     def stop(self) -> None:
         self.scheduler.stop()
         self.bus.stop()
+        with self._recall_lock:
+            if self._recall is not None:
+                self._recall.ledger.close()
+                self._recall.close()
+                self._recall = None
 
     def status(self) -> dict:
         with self.open_ledger() as ledger:
@@ -133,6 +158,8 @@ class Runtime:
                 "jobs": sorted(jobs, key=lambda j: j["name"]),
                 "subscriptions": self.bus.status(size),
             }
+            if self._recall is not None:
+                out["recall"] = self._recall.status()
             for name, section in self.status_sections.items():
                 out[name] = section(ledger)
         return out

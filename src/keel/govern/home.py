@@ -75,6 +75,34 @@ class Home:
         except FileNotFoundError:
             raise NotFound(f"no API token in {self.path} (run 'keel init')") from None
 
+    def client_token(self, name: str) -> str:
+        """The token a client (an MCP agent, a script) uses to act as identity `name` over
+        HTTP; created on first use, mode 0600. The operator's token is `token()`."""
+        if name == self.operator:
+            return self.token()
+        self.signer(name)  # the identity must exist here, or the token would be useless
+        tokens = self.path / "tokens"
+        tokens.mkdir(mode=0o700, exist_ok=True)
+        path = tokens / name
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{name}~{secrets.token_urlsafe(32)}\n")
+        return path.read_text().strip()
+
+    def identity_for(self, token: str) -> str | None:
+        """The identity a bearer token belongs to, or None; compared in constant time."""
+        if not token:
+            return None
+        if secrets.compare_digest(token.encode(), self.token().encode()):
+            return self.operator
+        name = token.partition("~")[0]
+        path = self.path / "tokens" / name
+        if not (_NAME.match(name) and path.is_file()):
+            return None
+        stored = path.read_text().strip().encode()
+        return name if secrets.compare_digest(token.encode(), stored) else None
+
     def port(self) -> int:
         port = self.config().get("port", 7717)
         if not isinstance(port, int) or not 0 <= port < 65536:

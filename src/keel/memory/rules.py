@@ -9,7 +9,9 @@ from ..ledger.ledger import identity_entity
 from .model import MAX_TEXT, SURFACES
 
 #: Surfaces whose items never change once written (new facts go in new items).
-APPEND_ONLY = {"source": ("mem/text", "source/hash"), "observation": None}
+APPEND_ONLY = {"source": ("mem/text", "source/hash", "mem/surface"), "observation": None}
+#: Labels on append-only items that may still be retracted (tag and topic spelling fixes).
+RETRACTABLE = {"source": ("source/topics", "mem/tags")}
 
 
 def install(ledger: Ledger) -> None:
@@ -51,7 +53,8 @@ def _operator_only(tx: PendingTx) -> None:
 def _append_only(e: str, surface: str, datoms: list) -> None:
     frozen = APPEND_ONLY[surface]
     for d in datoms:
-        if d.op != 1 or frozen is None or d.a in frozen:
+        relabel = d.a in RETRACTABLE.get(surface, ())
+        if (d.op != 1 and not relabel) or frozen is None or d.a in frozen:
             raise Refused(
                 f"{e} is a{'n' if surface[0] in 'aeiou' else ''} {surface}, which never "
                 f"changes once written; record a new one instead"

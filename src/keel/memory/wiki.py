@@ -237,7 +237,7 @@ class Wiki:
                 found.append(_finding("stale-article", a["slug"], detail, False))
         for key, spellings in sorted(self._tag_groups(view).items()):
             canon = _canonical(spellings)
-            fixable = any(sp != canon and _on_articles(occ) for sp, occ in spellings.items())
+            fixable = any(sp != canon for sp in spellings)
             detail = f"{', '.join(sorted(spellings))} are one tag; keep {canon!r}"
             found.append(_finding("near-duplicate-tags", key, detail, fixable))
         for a in articles:
@@ -333,9 +333,9 @@ class Wiki:
             ops: list[dict] = []
             for spelling, where in spellings.items():
                 for e, a in where:
-                    if spelling == canon or not e.startswith("article:"):
-                        continue  # sources never change; see lint's `fixable`
-                    if a == "mem/tags":
+                    if spelling == canon:
+                        continue
+                    if a in ("mem/tags", "source/topics"):  # labels, retractable on sources
                         ops.append({"op": "retract", "e": e, "a": a, "v": spelling})
                     add = {"op": "add", "e": e, "a": a, "v": canon}
                     if add not in ops and canon not in _as_list(view.value(e, a)):
@@ -421,10 +421,6 @@ def _canonical(spellings: dict[str, list]) -> str:
 
 def _as_list(v: Any) -> list:
     return v if isinstance(v, list) else [] if v is None else [v]
-
-
-def _on_articles(where: list[tuple[str, str]]) -> bool:
-    return any(e.startswith("article:") for e, _a in where)
 
 
 def _article_json(view: View, e: str) -> dict[str, Any]:

@@ -1,0 +1,180 @@
+"""Turning committed datoms into recall rows, incrementally and resumably.
+
+The indexer reads main-branch transactions after its cursor (kept in the index, in the
+same transaction as the rows it wrote, so a crash resumes exactly), makes one row per
+searchable value (chunked when long), embeds new texts in batches, and closes rows in
+transaction time when a retraction covers them — splitting a row's valid interval when a
+retraction covers only part of it, so a closed fact stays findable for the time it held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..ledger import Ledger
+from ..ledger.instants import FOREVER
+from .embedders import Embedder
+from .index_store import IndexStore, to_blob
+from .model import SEARCHABLE
+
+CHUNK = 1000  # characters per row of a long text (a transcript is many rows)
+BATCH_TXS = 400
+
+
+def searchable(a: str) -> bool:
+    return a in SEARCHABLE or a.startswith("fact/")
+
+
+def value_hash(value: Any) -> str:
+    return hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def chunks(text: str, size: int = CHUNK) -> list[str]:
+    """Split on blank lines, then lines, then hard, keeping pieces under `size`."""
+    text = text.strip()
+    if len(text) <= size:
+        return [text] if text else []
+    out: list[str] = []
+    current = ""
+    for piece in re.split(r"(\n\s*\n|\n)", text):
+        if not piece.strip():
+            if current:
+                current += piece
+            continue
+        while len(piece) > size:
+            if current:
+                out.append(current.strip())
+                current = ""
+            out.append(piece[:size].strip())
+            piece = piece[size:]
+        if len(current) + len(piece) > size and current:
+            out.append(current.strip())
+            current = ""
+        current += piece
+    if current.strip():
+        out.append(current.strip())
+    return [c for c in out if c]
+
+
+def row_text(a: str, value: str, name: str | None) -> str:
+    if a.startswith("fact/"):
+        return f"{name or ''} {a.removeprefix('fact/').replace('_', ' ')}: {value}".strip()
+    return value
+
+
+class Indexer:
+    def __init__(self, store: IndexStore, ledger: Ledger, embedder: Embedder | None):
+        self.store = store
+        self.ledger = ledger
+        self.embedder = embedder
+
+    def catch_up(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        on_rows: Callable[[list[tuple], list], None] | None = None,
+    ) -> int:
+        """Index everything committed after the cursor; returns the rows added.
+
+        `on_rows(rows, closed)` lets an in-memory cache follow without reloading."""
+        added = 0
+        head = (self.ledger.store.head() or (0,))[0]
+        cursor = self.store.cursor()
+        while cursor < head:
+            datoms, upto = self.ledger.committed(cursor, BATCH_TXS)
+            self.store.begin()
+            try:
+                rows, closed = self._apply(datoms)
+                self.store.set_meta("cursor", str(upto))
+                self.store.commit()
+            except BaseException:
+                self.store.rollback()
+                raise
+            if on_rows:
+                on_rows(rows, closed)
+            added += len(rows)
+            cursor = upto
+            if progress:
+                progress(cursor, head)
+        return added
+
+    def _apply(self, datoms: list[dict]) -> tuple[list[tuple], list[tuple[int, int]]]:
+        store = self.store
+        for d in datoms:
+            if d["op"] == "add" and d["a"] in ("mem/surface", "entity/name"):
+                surface = d["v"] if d["a"] == "mem/surface" else None
+                name = d["v"] if d["a"] == "entity/name" else None
+                store.set_entity(d["e"], surface, name)
+        next_id = store.next_id()
+        new: list[list] = []
+        closed: list[tuple[int, int]] = []
+        for d in datoms:
+            if not searchable(d["a"]) or not isinstance(d["v"], str):
+                continue
+            surface, name = store.entity_info(d["e"])
+            if surface is None:
+                continue
+            vh = value_hash(d["v"])
+            meta = (d["tx_time"], d["author"])
+            if d["op"] == "add":
+                for piece in chunks(row_text(d["a"], d["v"], name)):
+                    new.append(
+                        [
+                            next_id,
+                            d["e"],
+                            d["a"],
+                            surface,
+                            piece,
+                            vh,
+                            d["valid_from"],
+                            d["valid_to"],
+                            d["tx"],
+                            FOREVER,
+                            *meta,
+                            None,
+                        ]
+                    )
+                    next_id += 1
+                continue
+            rf, rt = d["valid_from"], d["valid_to"]
+            for rid, text, vf, vt, vec in store.open_rows(d["e"], d["a"], vh, FOREVER):
+                if max(vf, rf) >= min(vt, rt):
+                    continue
+                store.close_row(rid, d["tx"])
+                closed.append((rid, d["tx"]))
+                for lo, hi in ((vf, rf), (rt, vt)):
+                    if lo < hi and lo >= vf and hi <= vt:
+                        new.append(
+                            [
+                                next_id,
+                                d["e"],
+                                d["a"],
+                                surface,
+                                text,
+                                vh,
+                                lo,
+                                hi,
+                                d["tx"],
+                                FOREVER,
+                                *meta,
+                                vec,
+                            ]
+                        )
+                        next_id += 1
+        self._embed(new)
+        store.insert_rows(new)
+        return [tuple(r) for r in new], closed
+
+    def _embed(self, rows: list[list]) -> None:
+        todo = [r for r in rows if r[-1] is None]
+        if self.embedder is None or not todo:
+            return
+        texts = list(dict.fromkeys(r[4] for r in todo))
+        vectors = self.embedder.embed(texts)
+        by_text = {t: to_blob(v) for t, v in zip(texts, np.asarray(vectors), strict=True)}
+        for r in todo:
+            r[-1] = by_text[r[4]]

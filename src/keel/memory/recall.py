@@ -1,0 +1,287 @@
+"""Hybrid recall: full text (BM25 on SQLite FTS5, ts_rank on PostgreSQL) and dense vectors,
+fused by reciprocal rank, nudged by recency, filtered by both time axes — and every result
+re-checked against the ledger view asked for, so recall never returns a fact that was not
+valid (or not yet known) at the time asked.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..ledger import BadInput, Ledger, View
+from ..ledger.instants import FOREVER, SINCE_ALWAYS, format_instant
+from . import embedders
+from .index_store import IndexStore, open_index
+from .indexer import Indexer, value_hash
+from .memory import ensure_schema
+from .model import SURFACES
+
+RRF_K = 60
+CANDIDATES = 200
+#: Recency adds at most this share of a first-place rank: enough to order an update
+#: before the fact it replaced, not enough to bury a better match.
+RECENCY_WEIGHT = 0.5
+RECENCY_HALF_LIFE_DAYS = 180.0
+US_PER_DAY = 86_400_000_000
+
+
+class _Cache:
+    """Row metadata and vectors in memory, for masks and one matrix product per query."""
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.meta: list[tuple] = []  # (e, a, surface, vhash, author)
+        self.cols = {k: np.zeros(0, dtype=np.int64) for k in ("vf", "vt", "txf", "txt", "time")}
+        self.surface = np.zeros(0, dtype=np.int16)
+        self.vectors: np.ndarray | None = None
+        self.pos: dict[int, int] = {}
+        self.cursor = -1
+
+    def load(self, rows: list[tuple], vecs: list[bytes | None], cursor: int) -> None:
+        self.__init__()
+        self.append([(*r[:4], None, *r[4:], v) for r, v in zip(rows, vecs, strict=True)])
+        self.cursor = cursor
+
+    def append(self, rows: list[tuple]) -> None:
+        """Rows as the indexer makes them: (id, e, a, surface, text, vhash, vf, vt, txf, txt,
+        tx_time, author, vec)."""
+        if not rows:
+            return
+        start = len(self.ids)
+        self.ids = np.concatenate([self.ids, np.array([r[0] for r in rows], dtype=np.int64)])
+        for i, key in enumerate(("vf", "vt", "txf", "txt", "time")):
+            col = np.array([r[6 + i] for r in rows], dtype=np.int64)
+            self.cols[key] = np.concatenate([self.cols[key], col])
+        codes = np.array([_surface_code(r[3]) for r in rows], dtype=np.int16)
+        self.surface = np.concatenate([self.surface, codes])
+        self.meta += [(r[1], r[2], r[3], r[5], r[11]) for r in rows]
+        for offset, r in enumerate(rows):
+            self.pos[r[0]] = start + offset
+        blobs = [r[12] for r in rows]
+        if any(b is not None for b in blobs):
+            dim = len(next(b for b in blobs if b is not None)) // 4
+            block = np.zeros((len(rows), dim), dtype=np.float32)
+            for i, b in enumerate(blobs):
+                if b is not None and len(b) == dim * 4:
+                    block[i] = np.frombuffer(b, dtype=np.float32)
+            if self.vectors is None or self.vectors.shape[1] != dim:
+                self.vectors = np.zeros((start, dim), dtype=np.float32)
+            self.vectors = np.concatenate([self.vectors, block])
+        elif self.vectors is not None:
+            pad = np.zeros((len(rows), self.vectors.shape[1]), dtype=np.float32)
+            self.vectors = np.concatenate([self.vectors, pad])
+
+    def close(self, closed: list[tuple[int, int]]) -> None:
+        for rid, tx in closed:
+            p = self.pos.get(rid)
+            if p is not None:
+                self.cols["txt"][p] = tx
+
+
+def _surface_code(surface: str) -> int:
+    return SURFACES.index(surface) if surface in SURFACES else -1
+
+
+class Recall:
+    """The recall index over one ledger. Thread-safe: one lock around index and ledger."""
+
+    def __init__(self, ledger: Ledger, embedder: str | None = None):
+        ensure_schema(ledger)
+        self.ledger = ledger
+        self.note = ""
+        try:
+            self.embedder = embedders.load(embedder)
+        except embedders.Unavailable as exc:
+            self.embedder, self.note = None, f"{exc}; recall is full text only"
+        if self.embedder is None and not self.note:
+            self.note = "no embedder is configured; recall is full text only"
+        self.store: IndexStore = open_index(ledger)
+        self._check_embedder()
+        self.indexer = Indexer(self.store, ledger, self.embedder)
+        self.cache = _Cache()
+        self.lock = threading.RLock()
+
+    @property
+    def mode(self) -> str:
+        return "hybrid" if self.embedder is not None else "fulltext"
+
+    def _check_embedder(self) -> None:
+        name = self.embedder.name if self.embedder else "none"
+        stored = self.store.meta("embedder")
+        if stored is None:
+            self.store.set_meta("embedder", name)
+        elif stored != name and self.store.count():
+            # Vectors from another model are meaningless here; keep full text and say so.
+            self.note = (
+                f"the index was built with {stored}, not {name}; run 'keel reindex' "
+                f"(recall is full text only until then)"
+            )
+            self.embedder = None
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- following the ledger -------------------------------------------------------------
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+        with self.lock:
+            self._sync_cache()
+            added = self.indexer.catch_up(progress, self._follow)
+            self.cache.cursor = self.store.cursor()
+            return added
+
+    def _follow(self, rows: list[tuple], closed: list[tuple[int, int]]) -> None:
+        self.cache.close(closed)
+        self.cache.append(rows)
+
+    def _sync_cache(self) -> None:
+        """Reload when another process moved the index since this one last looked."""
+        cursor = self.store.cursor()
+        if cursor != self.cache.cursor:
+            rows, vecs = self.store.load()
+            self.cache.load(rows, vecs, cursor)
+
+    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        with self.lock:
+            self.store.clear()
+            self.store.set_meta("embedder", self.embedder.name if self.embedder else "none")
+            self.cache = _Cache()
+            self.cache.cursor = 0
+            return self.catch_up(progress)
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "mode": self.mode,
+                "embedder": self.embedder.name if self.embedder else None,
+                "rows": self.store.count(),
+                "cursor": self.store.cursor(),
+                "head": (self.ledger.store.head() or (0,))[0],
+                "note": self.note or None,
+            }
+
+    # -- querying ----------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        surface: str | None = None,
+        as_of: Any = None,
+        valid_at: Any = None,
+        k: int = 10,
+    ) -> dict[str, Any]:
+        if not isinstance(query, str) or not query.strip():
+            raise BadInput("recall needs a query")
+        if surface is not None and surface not in SURFACES:
+            raise BadInput(f"{surface!r} is not a memory surface ({', '.join(SURFACES)})")
+        if not isinstance(k, int) or not 1 <= k <= 200:
+            raise BadInput("k must be a whole number from 1 to 200")
+        with self.lock:
+            self.catch_up()
+            view = self.ledger.view(as_of=as_of, valid_at=valid_at)
+            live = self._mask(view, surface)
+            ranked = self._fuse(query, live, view.valid_at)
+            results = self._verified(ranked, view, k)
+        return {
+            "query": query,
+            "mode": self.mode,
+            "note": self.note or None,
+            "as_of": view.as_of,
+            "valid_at": format_instant(view.valid_at),
+            "results": results,
+        }
+
+    def _mask(self, view: View, surface: str | None) -> np.ndarray:
+        c = self.cache.cols
+        mask = (c["txf"] <= view.as_of) & (c["txt"] > view.as_of)
+        mask &= (c["vf"] <= view.valid_at) & (c["vt"] > view.valid_at)
+        if surface is not None:
+            mask &= self.cache.surface == _surface_code(surface)
+        return mask
+
+    def _fuse(self, query: str, live: np.ndarray, at: int) -> list[tuple[float, int, dict]]:
+        scores: dict[int, float] = {}
+        ranks: dict[int, dict] = {}
+        pos = self.cache.pos
+        fts = [
+            rid
+            for rid, _ in self.store.fulltext(query, CANDIDATES * 4)
+            if rid in pos and live[pos[rid]]
+        ][:CANDIDATES]
+        for rank, rid in enumerate(fts, start=1):
+            scores[rid] = scores.get(rid, 0.0) + 1.0 / (RRF_K + rank)
+            ranks.setdefault(rid, {})["fulltext"] = rank
+        if self.embedder is not None and self.cache.vectors is not None and live.any():
+            q = self.embedder.embed([query])[0]
+            sims = self.cache.vectors @ q
+            sims[~live] = -np.inf
+            n = min(CANDIDATES, int(live.sum()))
+            top = np.argpartition(-sims, n - 1)[:n]
+            top = top[np.argsort(-sims[top])]
+            for rank, p in enumerate(top, start=1):
+                rid = int(self.cache.ids[p])
+                scores[rid] = scores.get(rid, 0.0) + 1.0 / (RRF_K + rank)
+                ranks.setdefault(rid, {})["vector"] = rank
+        out = []
+        c = self.cache.cols
+        for rid, score in scores.items():
+            p = pos[rid]
+            start = int(c["vf"][p]) if c["vf"][p] != SINCE_ALWAYS else int(c["time"][p])
+            age_days = max(0.0, (at - start) / US_PER_DAY)
+            recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
+            out.append((score + RECENCY_WEIGHT * recency / (RRF_K + 1), rid, ranks[rid]))
+        out.sort(key=lambda x: -x[0])
+        return out
+
+    def _verified(self, ranked: list, view: View, k: int) -> list[dict[str, Any]]:
+        """The best row per entity, kept only if the ledger view still holds its value."""
+        results: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        texts = self.store.text_of([rid for _s, rid, _r in ranked[: k * 8]])
+        for score, rid, ranks in ranked:
+            if len(results) >= k:
+                break
+            e, a, surface, vh, author = self.cache.meta[self.cache.pos[rid]]
+            # A fact is its own result (Alice's city, not just Alice); other rows group
+            # by entity so a long transcript's chunks count once.
+            key = f"{e}\x00{a}" if a.startswith("fact/") else e
+            if key in seen:
+                continue
+            entity = view.get(e)
+            if not entity or entity.get("mem/surface") != surface:
+                continue
+            held = entity.get(a)
+            held = held if isinstance(held, list) else [held]
+            if not any(value_hash(v) == vh for v in held if isinstance(v, str)):
+                continue
+            seen.add(key)
+            p = self.cache.pos[rid]
+            c = self.cache.cols
+            text = texts.get(rid) or self.store.text_of([rid]).get(rid, "")
+            results.append(
+                {
+                    "id": e,
+                    "surface": surface,
+                    "title": entity.get("mem/title") or entity.get("entity/name"),
+                    "text": text,
+                    "score": round(score, 6),
+                    "ranks": ranks,
+                    "provenance": {
+                        "entity": e,
+                        "attribute": a,
+                        "tx": int(c["txf"][p]),
+                        "tx_time": format_instant(int(c["time"][p])),
+                        "author": author,
+                        "source": entity.get("mem/source"),
+                        "valid_from": format_instant(int(c["vf"][p])),
+                        "valid_to": format_instant(int(c["vt"][p]))
+                        if c["vt"][p] != FOREVER
+                        else None,
+                    },
+                }
+            )
+        return results
