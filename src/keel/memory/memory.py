@@ -476,9 +476,23 @@ class Memory:
     ) -> dict[str, Any]:
         when = self._instant(at, "at", self.now())
         ops = self._item_ops(
-            "#d", "decision", None, title=self._text(title, "a decision"), tags=tags, at=when
+            "#d",
+            "decision",
+            None,
+            title=self._text(title, "a decision"),
+            tags=tags,
+            at=when,
+            valid_from=when,
         )
-        ops.append({"op": "add", "e": "#d", "a": "decision/why", "v": self._text(why, "why")})
+        ops.append(
+            {
+                "op": "add",
+                "e": "#d",
+                "a": "decision/why",
+                "v": self._text(why, "why"),
+                "valid_from": when,
+            }
+        )
         ops.append(
             {
                 "op": "add",
@@ -495,6 +509,8 @@ class Memory:
             if self.view().value(supersedes, "mem/surface") != "decision":
                 raise NotFound(f"there is no decision {supersedes!r} to supersede")
             ops.append({"op": "add", "e": "#d", "a": "decision/supersedes", "v": supersedes})
+        for op in ops:
+            op.setdefault("valid_from", when)
         res = self._commit(ops, f"decision: {title[:60]}")
         return {"id": res.tempids["#d"], "tx": res.tx}
 
@@ -532,16 +548,24 @@ class Memory:
         at: Any = None,
         source: str | None = None,
     ) -> dict[str, Any]:
-        """A transcript. With a `session` id, recording the same session again replaces
-        its text (the old text stays in history)."""
+        """A transcript, valid from when the session happened. With a `session` id,
+        recording the same session again replaces its text (the old text stays in history)."""
         when = self._instant(at, "at", self.now())
         e = f"episode:{slugify(session)}" if session else "#ep"
         ops = self._item_ops(
-            e, "episode", self._text(text, "a transcript"), title=title, source=source, at=when
+            e,
+            "episode",
+            self._text(text, "a transcript"),
+            title=title,
+            source=source,
+            at=when,
+            valid_from=when,
         )
         ops.append({"op": "add", "e": e, "a": "episode/agent", "v": self._text(agent, "agent")})
         if session:
             ops.append({"op": "add", "e": e, "a": "episode/session", "v": session})
+        for op in ops:
+            op.setdefault("valid_from", when)
         res = self._commit(ops, f"episode from {agent}")
         return {"id": res.tempids.get("#ep", e), "tx": res.tx}
 
@@ -557,8 +581,10 @@ class Memory:
     def daybook(self, text: str, at: Any = None) -> dict[str, Any]:
         when = self._instant(at, "at", self.now())
         day = from_us(when).astimezone(self.ledger.default_tz or UTC).date().isoformat()
-        ops = self._item_ops("#day", "daybook", self._text(text), at=when)
+        ops = self._item_ops("#day", "daybook", self._text(text), at=when, valid_from=when)
         ops.append({"op": "add", "e": "#day", "a": "daybook/day", "v": day})
+        for op in ops:
+            op.setdefault("valid_from", when)
         res = self._commit(ops, f"daybook {day}")
         return {"id": res.tempids["#day"], "day": day, "tx": res.tx}
 

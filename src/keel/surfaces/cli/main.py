@@ -18,7 +18,8 @@ from rich.table import Table
 from ...govern.home import Home, add_identity, home_dir, init, prepare_home
 from ...ledger import BadInput, KeelError, Ledger
 from ...ledger.text import entity_ref, typed_value
-from . import runtime_cmds
+from . import memory_cmds, runtime_cmds
+from ..mcp import cli as mcp_cli
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -402,6 +403,8 @@ def demo() -> None:
 
 
 runtime_cmds.register(app)
+memory_cmds.register(app)
+mcp_cli.register(app)
 
 
 # Typer vendors click; its usage errors share this base class.

@@ -1,0 +1,9 @@
+"""`keel mcp` (being written)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add `keel mcp` to `app`."""
