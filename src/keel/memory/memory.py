@@ -12,6 +12,7 @@ from datetime import UTC
 from typing import Any
 
 from ..ledger import BadInput, Ledger, NotFound, Signer, TxResult, View
+from ..ledger.encoding import ASSERT
 from ..ledger.instants import (
     FOREVER,
     SINCE_ALWAYS,
@@ -621,7 +622,11 @@ def _fact_ops(view: View, e: str, key: str, value: str, since: int, until: int) 
     attr = fact_attr(key)
     segments = view.intervals(e, attr) if attr in view.ledger.schema else []
     if until == FOREVER:
-        later = [vf for _v, vf, _vt in segments if vf > since]
+        # The next observation's start, not the next segment's: two observations of the
+        # same value make one segment, and a value slipped in between must end at the
+        # second one.
+        rows = view.ledger.store.entity_datoms(e, view.segments, attr)
+        later = [r[5] for r in rows if r[4] == ASSERT and r[5] > since]
         until = min(later) if later else FOREVER
     covering = [s for s in segments if s[1] <= since < s[2]]
     if covering and covering[0][0] == value and covering[0][2] >= until:

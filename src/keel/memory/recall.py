@@ -25,7 +25,7 @@ RRF_K = 60
 CANDIDATES = 200
 #: Recency adds at most this share of a first-place rank: enough to order an update
 #: before the fact it replaced, not enough to bury a better match.
-RECENCY_WEIGHT = 0.5
+RECENCY_WEIGHT = 0.2
 RECENCY_HALF_LIFE_DAYS = 180.0
 US_PER_DAY = 86_400_000_000
 
@@ -180,16 +180,24 @@ class Recall:
             raise BadInput(f"{surface!r} is not a memory surface ({', '.join(SURFACES)})")
         if not isinstance(k, int) or not 1 <= k <= 200:
             raise BadInput("k must be a whole number from 1 to 200")
+        note = self.note
         with self.lock:
-            self.catch_up()
+            try:
+                self.catch_up()
+            except embedders.Unavailable as exc:
+                note = f"the index is behind the ledger ({exc}); results may miss new items"
             view = self.ledger.view(as_of=as_of, valid_at=valid_at)
             live = self._mask(view, surface)
-            ranked = self._fuse(query, live, view.valid_at)
+            try:
+                query_vector = self.embedder.embed([query])[0] if self.embedder else None
+            except embedders.Unavailable as exc:
+                query_vector, note = None, f"{exc}; this answer is full text only"
+            ranked = self._fuse(query, query_vector, live, view.valid_at)
             results = self._verified(ranked, view, k)
         return {
             "query": query,
             "mode": self.mode,
-            "note": self.note or None,
+            "note": note or None,
             "as_of": view.as_of,
             "valid_at": format_instant(view.valid_at),
             "results": results,
@@ -203,7 +211,9 @@ class Recall:
             mask &= self.cache.surface == _surface_code(surface)
         return mask
 
-    def _fuse(self, query: str, live: np.ndarray, at: int) -> list[tuple[float, int, dict]]:
+    def _fuse(
+        self, query: str, q: np.ndarray | None, live: np.ndarray, at: int
+    ) -> list[tuple[float, int, dict]]:
         scores: dict[int, float] = {}
         ranks: dict[int, dict] = {}
         pos = self.cache.pos
@@ -215,9 +225,9 @@ class Recall:
         for rank, rid in enumerate(fts, start=1):
             scores[rid] = scores.get(rid, 0.0) + 1.0 / (RRF_K + rank)
             ranks.setdefault(rid, {})["fulltext"] = rank
-        if self.embedder is not None and self.cache.vectors is not None and live.any():
-            q = self.embedder.embed([query])[0]
-            sims = self.cache.vectors @ q
+        vectors = self.cache.vectors
+        if q is not None and vectors is not None and vectors.shape[1] == len(q) and live.any():
+            sims = vectors @ q
             sims[~live] = -np.inf
             n = min(CANDIDATES, int(live.sum()))
             top = np.argpartition(-sims, n - 1)[:n]
@@ -230,9 +240,10 @@ class Recall:
         c = self.cache.cols
         for rid, score in scores.items():
             p = pos[rid]
-            start = int(c["vf"][p]) if c["vf"][p] != SINCE_ALWAYS else int(c["time"][p])
-            age_days = max(0.0, (at - start) / US_PER_DAY)
-            recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
+            recency = 0.0  # timeless rows (an entity's name) get no nudge
+            if c["vf"][p] != SINCE_ALWAYS:
+                age_days = max(0.0, (at - int(c["vf"][p])) / US_PER_DAY)
+                recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
             out.append((score + RECENCY_WEIGHT * recency / (RRF_K + 1), rid, ranks[rid]))
         out.sort(key=lambda x: -x[0])
         return out
