@@ -628,9 +628,8 @@ def _fact_ops(view: View, e: str, key: str, value: str, since: int, until: int) 
         rows = view.ledger.store.entity_datoms(e, view.segments, attr)
         later = [r[5] for r in rows if r[4] == ASSERT and r[5] > since]
         until = min(later) if later else FOREVER
-    covering = [s for s in segments if s[1] <= since < s[2]]
-    if covering and covering[0][0] == value and covering[0][2] >= until:
-        return []
+    # Always asserted, even when the value is unchanged: each observation is a start
+    # point that a later back-dated observation must stop at.
     ops = [{"op": "add", "e": e, "a": attr, "v": value, "valid_from": since, "valid_to": until}]
     for v, vf, vt in segments:
         lo, hi = max(vf, since), min(vt, until)
