@@ -1,7 +1,8 @@
 """The HTTP API: versioned JSON under /api/v1, token-protected, served by the daemon.
 
-Every route needs `Authorization: Bearer <token>` (the token `keel init` wrote to the home);
-only the OpenAPI document at /api/v1/openapi.json is public. Each request opens a ledger
+Every route needs `Authorization: Bearer <token>`: the operator's token (the one `keel init`
+wrote to the home) or a client's (`Home.client_token(name)`), whose writes are signed as that
+identity; only the OpenAPI document at /api/v1/openapi.json is public. Each request opens a ledger
 of its own (a Ledger is one thread's) and closes it. A caller's mistake is a 4xx with a
 JSON body `{"error": "<one sentence>", "kind": "..."}` and nothing written.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
+import contextvars
 import json
 import re
 import threading
@@ -45,6 +46,7 @@ from ...ledger import (
 )
 from ...ledger.instants import format_instant
 from ...ledger.text import entity_ref, typed_value
+from . import memory_routes
 
 API = "/api/v1"
 _IDENTITY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -53,6 +55,8 @@ _POSITION = re.compile(r"^(\d{1,19})(?:\.(\d{1,10}))?$", re.ASCII)
 #: How often an idle event stream looks for new transactions, and sends a keep-alive.
 STREAM_POLL = 0.2
 STREAM_KEEPALIVE = 15.0
+#: The identity of the request being served (set by the token gate; None for the operator).
+_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("keel_caller", default=None)
 # Module-level: endpoint annotations are strings (PEP 563), resolved in module globals.
 _bearer = HTTPBearer(auto_error=False, description="the token in KEEL_HOME/token")
 
@@ -137,9 +141,11 @@ def _install_errors(app: FastAPI) -> None:
 
 
 class _TokenGate:
-    """Before anything reads a body: no token, no answer (the OpenAPI doc is public)."""
+    """Before anything reads a body: no token, no answer (the OpenAPI doc is public). The
+    identity the token belongs to goes into `request.state.identity` and, for non-operator
+    identities, into `_caller`, which `ledger_for` signs as."""
 
-    def __init__(self, app: Any, check: Callable[[str | None], None], public: str):
+    def __init__(self, app: Any, check: Callable[[str | None], tuple[str, bool]], public: str):
         self.app, self.check, self.public = app, check, public
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -148,11 +154,19 @@ class _TokenGate:
             header = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
             scheme, _, credentials = header.decode("latin-1").partition(" ")
             try:
-                self.check(credentials.strip() if scheme.lower() == "bearer" else None)
+                given = credentials.strip() if scheme.lower() == "bearer" else None
+                who, operator = self.check(given)
             except Unauthorized as exc:
                 response = _error(401, "unauthorized", exc.message, {"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
                 return
+            scope.setdefault("state", {})["identity"] = who
+            token = _caller.set(None if operator else who)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                _caller.reset(token)
+            return
         await self.app(scope, receive, send)
 
 
@@ -315,15 +329,18 @@ def create_app(runtime: Any) -> FastAPI:
     app.state.waker = waker
     _install_errors(app)
 
-    def check_token(credentials: str | None) -> None:
+    def check_token(credentials: str | None) -> tuple[str, bool]:
+        """(the identity the token belongs to, whether it is the operator's token)."""
         if credentials is None:
             raise Unauthorized("this API needs an 'Authorization: Bearer <token>' header")
         try:
-            token = runtime.home.token()
+            who = runtime.home.identity_for(credentials)
+            operator = runtime.home.operator
         except KeelError:
             raise Unauthorized("the keel home has no API token (run 'keel init')") from None
-        if not token or not hmac.compare_digest(credentials.encode(), token.encode()):
+        if who is None:
             raise Unauthorized("the API token is wrong")
+        return who, who == operator
 
     app.add_middleware(_TokenGate, check=check_token, public=f"{API}/openapi.json")
 
@@ -338,7 +355,9 @@ def create_app(runtime: Any) -> FastAPI:
         _check_text(list(request.query_params.values()), "a query parameter")
 
     def ledger_for(as_name: str | None = None) -> Ledger:
-        """A ledger of this request's own; use it in a `with` block, which closes it."""
+        """A ledger of this request's own, signing as `as_name`, else as the caller (the
+        operator for the operator's token); use it in a `with` block, which closes it."""
+        as_name = as_name or _caller.get()
         ledger = runtime.open_ledger(as_name) if as_name else runtime.open_ledger()
         ledger.on_commit(waker.notify)
         return ledger
@@ -386,6 +405,9 @@ def create_app(runtime: Any) -> FastAPI:
     ) -> dict:
         if as_name is not None and not _IDENTITY.match(as_name):
             raise BadInput(f"{as_name!r} is not an identity name (letters, digits, _ . -)")
+        caller = _caller.get()
+        if caller is not None and as_name not in (None, caller):
+            raise Refused(f"{caller!r} may sign only as itself, not as {as_name!r}")
         _check_tx_document(doc)
         try:
             ledger = ledger_for(as_name)
@@ -619,6 +641,7 @@ def create_app(runtime: Any) -> FastAPI:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    v1.include_router(memory_routes.router(runtime, ledger_for, _check_text))
     app.include_router(v1)
     return app
 
