@@ -3,10 +3,15 @@
 server = serve(runtime)            # binds 127.0.0.1 on the configured port (0 = any)
 server.url, server.port            # where it listens
 server.stop()                      # ends event streams, then shuts uvicorn down
+
+The same server answers MCP (streamable HTTP) at /mcp; everything else goes to the API app.
+uvicorn runs with lifespan off, so the MCP session manager runs around `serve()` on the server
+thread's event loop, and `stop()` ends MCP sessions before uvicorn's graceful shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -15,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from ...ledger import KeelError
+from ..mcp.server import McpHttp
 from .app import create_app
 
 
@@ -25,10 +31,11 @@ class ApiServer:
         self.runtime = runtime
         self.host = host
         self.app = create_app(runtime)
+        self.mcp = McpHttp(runtime, host)
         self._sock = _bind(host, runtime.home.port() if port is None else port)
         self.port: int = self._sock.getsockname()[1]
         self.config = uvicorn.Config(
-            self.app,
+            self.mcp.mount(self.app),
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -60,16 +67,21 @@ class ApiServer:
 
     def _run(self) -> None:
         try:
-            self.server.run(sockets=[self._sock])
+            with asyncio.Runner(loop_factory=self.config.get_loop_factory()) as runner:
+                runner.run(self._serve())
         except BaseException as exc:  # reported by start(); a thread cannot raise
             self._failure = exc
         finally:
             self._sock.close()
 
+    async def _serve(self) -> None:
+        await self.mcp.serve(self.server.serve(sockets=[self._sock]))
+
     def stop(self, timeout: float = 10.0) -> None:
         """End open event streams, stop accepting, let requests in flight finish."""
         self.app.state.stopping.set()
         self.app.state.waker.notify()
+        self.mcp.close()
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
