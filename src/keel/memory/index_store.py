@@ -116,13 +116,16 @@ class IndexStore:
 
     def insert_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         """Rows of (id, e, a, surface, text, vhash, vf, vt, txf, txt, tx_time, author, vec)."""
-        self.conn.executemany(
+        self._executemany(
             self._q(
                 "INSERT INTO recall_rows (id, e, a, surface, text, vhash, vf, vt, txf, txt, "
                 "tx_time, author, vec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             rows,
         )
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
 
     def open_rows(self, e: str, a: str, vhash: str, forever: int) -> list[tuple]:
         return self.execute(
@@ -247,7 +250,10 @@ class PostgresIndex(IndexStore):
                     self.conn.execute(stmt)
         except psycopg.Error as exc:
             raise KeelError(f"cannot open the recall index in PostgreSQL: {exc}") from None
-        self._tx = None
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(sql, rows)
 
     def begin(self) -> None:
         self.conn.execute("BEGIN")

@@ -111,6 +111,7 @@ class Indexer:
                 store.set_entity(d["e"], surface, name)
         next_id = store.next_id()
         new: list[list] = []
+        flushed: list[list] = []
         closed: list[tuple[int, int]] = []
         for d in datoms:
             if not searchable(d["a"]) or not isinstance(d["v"], str):
@@ -141,6 +142,7 @@ class Indexer:
                     next_id += 1
                 continue
             rf, rt = d["valid_from"], d["valid_to"]
+            flushed += self._flush(new)  # the row it closes may be in this very batch
             for rid, text, vf, vt, vec in store.open_rows(d["e"], d["a"], vh, FOREVER):
                 if max(vf, rf) >= min(vt, rt):
                     continue
@@ -165,9 +167,17 @@ class Indexer:
                             ]
                         )
                         next_id += 1
-        self._embed(new)
-        store.insert_rows(new)
-        return [tuple(r) for r in new], closed
+        flushed += self._flush(new)
+        return [tuple(r) for r in flushed], closed
+
+    def _flush(self, pending: list[list]) -> list[list]:
+        """Embed and store the pending rows; returns them and empties `pending`."""
+        rows = list(pending)
+        pending.clear()
+        if rows:
+            self._embed(rows)
+            self.store.insert_rows(rows)
+        return rows
 
     def _embed(self, rows: list[list]) -> None:
         todo = [r for r in rows if r[-1] is None]

@@ -100,6 +100,7 @@ class Recall:
             self.embedder, self.note = None, f"{exc}; recall is full text only"
         if self.embedder is None and not self.note:
             self.note = "no embedder is configured; recall is full text only"
+        self.configured = self.embedder
         self.store: IndexStore = open_index(ledger)
         self._check_embedder()
         self.indexer = Indexer(self.store, ledger, self.embedder)
@@ -147,6 +148,9 @@ class Recall:
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock:
+            if self.configured is not self.embedder:  # built with another model: rebuild
+                self.embedder, self.note = self.configured, ""
+                self.indexer.embedder = self.embedder
             self.store.clear()
             self.store.set_meta("embedder", self.embedder.name if self.embedder else "none")
             self.cache = _Cache()
@@ -191,7 +195,8 @@ class Recall:
             try:
                 query_vector = self.embedder.embed([query])[0] if self.embedder else None
             except embedders.Unavailable as exc:
-                query_vector, note = None, f"{exc}; this answer is full text only"
+                query_vector = None
+                note = "; ".join(filter(None, [note, f"{exc}; this answer is full text only"]))
             ranked = self._fuse(query, query_vector, live, view.valid_at)
             results = self._verified(ranked, view, k)
         return {
