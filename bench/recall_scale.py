@@ -1,0 +1,710 @@
+"""Recall at scale: index build rate and query latency over ~100k memory rows.
+
+    uv run python bench/recall_scale.py [--n 100000] [--queries 200] [--store sqlite|postgres]
+                                        [--json] [--profile DIR]
+
+A ledger gets about N index rows of generated memory in a realistic vocabulary (people,
+projects, tools, meetings): captures, observations, decisions (title and why), entity
+facts, and episode transcripts of a few thousand characters (several ~1000-character
+chunks each). Items are written through the memory surfaces' own datom shapes, in
+transactions of 200 items, valid from dates spread over two years.
+
+Build: `Recall(ledger, "local").catch_up()` (rows/s with embeddings), then
+`Recall(ledger, "none").reindex()` (rows/s without), beside baselines from the same run:
+the bare embedder on a sample of the same row texts (texts/s), and a raw FTS5 (or
+PostgreSQL tsvector) insert of the same rows into a fresh table (rows/s).
+
+Queries: 200 generated questions, k=10, current time. Keel hybrid and full-text search
+latency (p50/p95), interleaved with baselines on the same rows: the raw full-text MATCH
+keel's store issues (LIMIT 10, and LIMIT 800 = keel's candidate depth), and a raw numpy
+search over the same vectors (query embedding + one matrix product + top 10; the embedding
+and the product are also shown apart). Targets (issue): p50 < 30 ms, p95 < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keel.ledger import Ledger, Signer
+from keel.memory import embedders
+from keel.memory.index_store import query_terms
+from keel.memory.memory import Memory
+from keel.memory.recall import CANDIDATES, Recall
+
+PG_BASE = os.environ.get("KEEL_TEST_PG", "postgresql://127.0.0.1:5432/test")
+SEED = 7
+ITEMS_PER_TX = 200
+US = 1_000_000
+NOW = int(time.time()) * US
+SPAN = 2 * 365 * 86_400 * US
+
+FIRST = [
+    "Alice",
+    "Bob",
+    "Carmen",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiroshi",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Lena",
+    "Marco",
+    "Nadia",
+    "Oskar",
+    "Priya",
+    "Quentin",
+    "Rosa",
+    "Sven",
+    "Tariq",
+    "Ursula",
+    "Viktor",
+    "Wen",
+    "Ximena",
+    "Yusuf",
+    "Zoe",
+]
+LAST = [
+    "Abbott",
+    "Becker",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "Garcia",
+    "Huber",
+    "Ivanova",
+    "Jensen",
+    "Kowalski",
+    "Lopez",
+    "Meyer",
+    "Novak",
+    "Okafor",
+    "Petrov",
+    "Quinn",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Usman",
+    "Varga",
+    "Weber",
+    "Yilmaz",
+]
+PROJECTS = [
+    "Atlas",
+    "Borealis",
+    "Cobalt",
+    "Driftwood",
+    "Ember",
+    "Falcon",
+    "Granite",
+    "Harbor",
+    "Ion",
+    "Juniper",
+    "Keystone",
+    "Lantern",
+    "Meridian",
+    "Nimbus",
+    "Orchard",
+    "Pylon",
+    "Quarry",
+    "Ridge",
+    "Sable",
+    "Tundra",
+]
+COMPONENTS = [
+    "billing service",
+    "search index",
+    "auth gateway",
+    "data pipeline",
+    "mobile app",
+    "payments API",
+    "reporting dashboard",
+    "onboarding flow",
+    "event bus",
+    "CI pipeline",
+    "backup job",
+    "recommendation model",
+    "invoice export",
+    "admin console",
+    "notification service",
+    "feature flags",
+    "rate limiter",
+    "cache layer",
+]
+TOOLS = [
+    "PostgreSQL",
+    "SQLite",
+    "Kafka",
+    "Redis",
+    "Terraform",
+    "Kubernetes",
+    "Grafana",
+    "Prometheus",
+    "Sentry",
+    "GitHub Actions",
+    "Airflow",
+    "dbt",
+    "Snowflake",
+    "S3",
+    "Nginx",
+    "Envoy",
+    "Celery",
+    "FastAPI",
+    "React",
+    "Vault",
+    "OpenTelemetry",
+    "DuckDB",
+]
+STATES = [
+    "blocked on review",
+    "behind schedule",
+    "ready for launch",
+    "failing in staging",
+    "paging too often",
+    "over budget",
+    "waiting for legal",
+    "slower than last week",
+    "leaking memory",
+    "missing tests",
+    "rolled back",
+    "green again",
+]
+MEETINGS = [
+    "standup",
+    "planning",
+    "retro",
+    "one-to-one",
+    "design review",
+    "incident review",
+    "all-hands",
+    "customer call",
+    "budget meeting",
+    "hiring panel",
+]
+REASONS = [
+    "it halves the hosting cost",
+    "the team already knows it",
+    "latency dropped by 40%",
+    "the vendor contract ends in March",
+    "it passed the security review",
+    "it keeps the data in the EU",
+    "the old setup paged us every night",
+    "it is simpler to operate",
+    "customers asked for it twice",
+    "it scales past 10k rps",
+]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+ROLES = [
+    "staff engineer",
+    "product manager",
+    "designer",
+    "SRE",
+    "data scientist",
+    "engineering manager",
+    "support lead",
+    "security engineer",
+    "analyst",
+    "CTO",
+]
+CITIES = [
+    "Berlin",
+    "Lisbon",
+    "Warsaw",
+    "Toronto",
+    "Nairobi",
+    "Osaka",
+    "Austin",
+    "Leeds",
+    "Lyon",
+    "Bangalore",
+    "Porto",
+    "Vienna",
+]
+
+
+class Text:
+    def __init__(self, seed: int):
+        self.r = random.Random(seed)
+
+    def pick(self, seq):
+        return self.r.choice(seq)
+
+    def person(self) -> str:
+        return f"{self.pick(FIRST)} {self.pick(LAST)}"
+
+    def capture(self) -> str:
+        p = self.pick
+        return p(
+            [
+                f"Note: {self.person()} says the {p(PROJECTS)} {p(COMPONENTS)} is {p(STATES)}; "
+                f"check {p(TOOLS)} before {p(MONTHS)}.",
+                f"Idea for {p(PROJECTS)}: move the {p(COMPONENTS)} to {p(TOOLS)} because "
+                f"{p(REASONS)}.",
+                f"TODO ask {self.person()} about the {p(COMPONENTS)} numbers from the "
+                f"{p(MEETINGS)}.",
+                f"Link from {self.person()}: postmortem for the {p(COMPONENTS)} outage, "
+                f"{p(TOOLS)} config was wrong.",
+            ]
+        )
+
+    def observation(self) -> str:
+        p = self.pick
+        return (
+            f"In the {p(MEETINGS)}, {self.person()} said {p(PROJECTS)} will ship the "
+            f"{p(COMPONENTS)} by {p(MONTHS)}; the {p(COMPONENTS)} is {p(STATES)} and "
+            f"{p(TOOLS)} dashboards show it."
+        )
+
+    def decision(self) -> tuple[str, str]:
+        p = self.pick
+        tool = p(TOOLS)
+        return (
+            f"Use {tool} for the {p(PROJECTS)} {p(COMPONENTS)}",
+            f"Because {p(REASONS)}; {self.person()} agreed after comparing it with "
+            f"{p(TOOLS)} in the {p(MEETINGS)}. Revisit in {p(MONTHS)}.",
+        )
+
+    def episode(self, turns: int) -> str:
+        out = []
+        for _ in range(turns):
+            out.append(f"user: {self.capture()} {self.observation()}")
+            out.append(
+                f"assistant: I looked at the {self.pick(COMPONENTS)}. {self.decision()[1]} "
+                f"The {self.pick(TOOLS)} metrics for {self.pick(PROJECTS)} look "
+                f"{self.pick(STATES)}."
+            )
+        return "\n".join(out)
+
+    def query(self) -> str:
+        p = self.pick
+        return p(
+            [
+                f"what did {p(FIRST)} say about the {p(PROJECTS)} {p(COMPONENTS)}",
+                f"why did we pick {p(TOOLS)} for the {p(COMPONENTS)}",
+                f"when will {p(PROJECTS)} ship",
+                f"{p(COMPONENTS)} outage {p(TOOLS)}",
+                f"who is the {p(ROLES)} on {p(PROJECTS)}",
+                f"decisions from the {p(MEETINGS)} about {p(COMPONENTS)}",
+                f"is the {p(COMPONENTS)} still {p(STATES)}",
+                f"where does {p(FIRST)} {p(LAST)} live",
+            ]
+        )
+
+
+def when(r: random.Random) -> int:
+    return NOW - SPAN + int(r.random() * SPAN)
+
+
+def build_ledger(led: Ledger, n: int, log) -> dict[str, int]:
+    """About n index rows of memory; returns the items written by kind."""
+    mem = Memory(led)
+    t = Text(SEED)
+    r = t.r
+    for key in ("role", "lives_in", "works_on"):
+        mem._declare_fact(key)
+    counts = {"capture": 0, "observation": 0, "decision": 0, "entity": 0, "fact": 0, "episode": 0}
+    # Row budget: captures 35%, observations 25%, decisions 20% (two rows each), entity
+    # names and facts 5%, episode chunks 10% (about 4 chunks per episode).
+    plan = (
+        ["capture"] * int(n * 0.35)
+        + ["observation"] * int(n * 0.25)
+        + ["decision"] * int(n * 0.10)
+        + ["entity"] * int(n * 0.0125)
+        + ["episode"] * int(n * 0.025)
+    )
+    r.shuffle(plan)
+    ops: list[dict] = []
+    for i, kind in enumerate(plan):
+        at = when(r)
+        e = f"#i{i}"
+        if kind == "capture":
+            ops += mem._item_ops(e, "capture", t.capture(), at=at)
+        elif kind == "observation":
+            ops += mem._item_ops(e, "observation", t.observation(), at=at, valid_from=at)
+        elif kind == "decision":
+            title, why = t.decision()
+            ops += mem._item_ops(e, "decision", None, title=title, at=at, valid_from=at)
+            ops.append({"op": "add", "e": e, "a": "decision/why", "v": why, "valid_from": at})
+        elif kind == "entity":
+            name = f"{t.person()} {i}"
+            ent = f"entity:bench-{i}"
+            ops += [
+                {"op": "add", "e": ent, "a": "entity/slug", "v": f"bench-{i}"},
+                {"op": "add", "e": ent, "a": "entity/name", "v": name},
+                {"op": "add", "e": ent, "a": "entity/kind", "v": "person"},
+                {"op": "add", "e": ent, "a": "mem/surface", "v": "entity"},
+            ]
+            for key, value in (
+                ("role", f"{t.pick(ROLES)} on {t.pick(PROJECTS)}"),
+                ("lives_in", t.pick(CITIES)),
+                ("works_on", f"the {t.pick(PROJECTS)} {t.pick(COMPONENTS)}"),
+            ):
+                ops.append(
+                    {"op": "add", "e": ent, "a": f"fact/{key}", "v": value, "valid_from": at}
+                )
+                counts["fact"] += 1
+        else:
+            text = t.episode(r.randint(6, 9))
+            ops += mem._item_ops(e, "episode", text, title=f"session {i}", at=at, valid_from=at)
+            ops.append({"op": "add", "e": e, "a": "episode/agent", "v": "bench", "valid_from": at})
+        counts[kind] += 1
+        if (i + 1) % ITEMS_PER_TX == 0:
+            led.transact(ops, reason="bench")
+            ops = []
+            log(f"\rledger: {i + 1}/{len(plan)} items")
+    if ops:
+        led.transact(ops, reason="bench")
+    log("\n")
+    return counts
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))] if s else 0.0
+
+
+def lat(values: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": pct(values, 50) * 1000,
+        "p95_ms": pct(values, 95) * 1000,
+        "mean_ms": statistics.fmean(values) * 1000,
+    }
+
+
+class RawFulltext:
+    """The full-text query keel's store issues, straight to the database."""
+
+    def __init__(self, led: Ledger):
+        self.dsn = getattr(led.store, "dsn", None)
+        if self.dsn:
+            import psycopg
+
+            self.conn = psycopg.connect(self.dsn, autocommit=True)
+        else:
+            path = Path(led.store.location)
+            self.conn = sqlite3.connect(path.with_name(path.stem + ".recall.db"))
+
+    def search(self, query: str, limit: int) -> list:
+        terms = query_terms(query)
+        if self.dsn:
+            return self.conn.execute(
+                "SELECT id, ts_rank_cd(tsv, q) AS r FROM recall_rows,"
+                " to_tsquery('english', %s) q WHERE tsv @@ q ORDER BY r DESC LIMIT %s",
+                [" | ".join(terms), limit],
+            ).fetchall()
+        match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
+        return self.conn.execute(
+            "SELECT rowid, rank FROM recall_fts WHERE recall_fts MATCH ? ORDER BY rank LIMIT ?",
+            [match, limit],
+        ).fetchall()
+
+    def texts(self, limit: int) -> list[str]:
+        return [
+            r[0]
+            for r in self.conn.execute(
+                f"SELECT text FROM recall_rows ORDER BY id LIMIT {int(limit)}"
+            ).fetchall()
+        ]
+
+    def insert_rate(self, texts: list[str]) -> float:
+        """Rows/s of a raw full-text insert of these texts into a fresh table."""
+        if self.dsn:
+            schema = f"bench_raw_{uuid.uuid4().hex[:8]}"
+            self.conn.execute(f"CREATE SCHEMA {schema}")
+            try:
+                self.conn.execute(
+                    f"CREATE TABLE {schema}.t (id BIGINT PRIMARY KEY, text TEXT, tsv tsvector "
+                    "GENERATED ALWAYS AS (to_tsvector('english', text)) STORED)"
+                )
+                self.conn.execute(f"CREATE INDEX ON {schema}.t USING GIN (tsv)")
+                start = time.perf_counter()
+                with self.conn.transaction(), self.conn.cursor() as cur:
+                    cur.executemany(
+                        f"INSERT INTO {schema}.t (id, text) VALUES (%s, %s)", list(enumerate(texts))
+                    )
+                return len(texts) / (time.perf_counter() - start)
+            finally:
+                self.conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        tmp = Path(tempfile.mkdtemp(prefix="keel-bench-fts-"))
+        try:
+            conn = sqlite3.connect(tmp / "raw.db", isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, text TEXT)")
+            conn.execute(
+                "CREATE VIRTUAL TABLE f USING fts5(text, content='t', content_rowid='id',"
+                " tokenize='porter unicode61 remove_diacritics 2')"
+            )
+            start = time.perf_counter()
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO t (id, text) VALUES (?, ?)", list(enumerate(texts, 1)))
+            conn.execute("INSERT INTO f (rowid, text) SELECT id, text FROM t")
+            conn.execute("COMMIT")
+            elapsed = time.perf_counter() - start
+            conn.close()
+            return len(texts) / elapsed
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(n: int, queries: int, store: str, profile: Path | None, log) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="keel-bench-recall-scale-"))
+    schema = None
+    if store == "sqlite":
+        target = str(tmp / "keel.db")
+    else:
+        import psycopg
+
+        schema = f"bench_rscale_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        target = f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    op = Signer.generate("operator")
+    led = Ledger.open(target, signer=op)
+    out: dict[str, Any] = {"store": store, "n_target": n}
+    try:
+        led.register_identity("operator", op.public_key, "operator")
+        start = time.perf_counter()
+        out["items"] = build_ledger(led, n, log)
+        out["ledger_load_s"] = time.perf_counter() - start
+
+        # -- build with embeddings ------------------------------------------------------
+        rec = Recall(led, embedder="local")
+        start = time.perf_counter()
+        rows = rec.catch_up(lambda c, h: log(f"\rindex (hybrid): tx {c}/{h}"))
+        hybrid_s = time.perf_counter() - start
+        log("\n")
+        out["rows"] = rows
+        out["build_hybrid"] = {"rows": rows, "seconds": hybrid_s, "rows_per_s": rows / hybrid_s}
+        raw = RawFulltext(led)
+        sample = raw.texts(3000)
+        emb = rec.embedder
+        start = time.perf_counter()
+        emb.embed(sample)
+        out["baseline_embed_texts_per_s"] = len(sample) / (time.perf_counter() - start)
+        all_texts = raw.texts(rows)
+        out["baseline_fts_insert_rows_per_s"] = raw.insert_rate(all_texts)
+        del all_texts
+
+        # -- queries: hybrid, raw FTS, raw numpy -----------------------------------------
+        qgen = Text(SEED + 1)
+        qs = [qgen.query() for _ in range(queries)]
+        _rows, blobs = rec.store.load()
+        matrix = np.stack([np.frombuffer(b, dtype=np.float32) for b in blobs if b is not None])
+        out["vectors"] = list(matrix.shape)
+        for q in qs[:5]:  # warm-up
+            rec.search(q, k=10)
+            raw.search(q, 10)
+        t_h, t_f10, t_f800, t_np, t_emb, t_mm, hits = [], [], [], [], [], [], []
+        for q in qs:
+            s = time.perf_counter()
+            res = rec.search(q, k=10)
+            t_h.append(time.perf_counter() - s)
+            hits.append(len(res["results"]))
+            s = time.perf_counter()
+            raw.search(q, 10)
+            t_f10.append(time.perf_counter() - s)
+            s = time.perf_counter()
+            raw.search(q, CANDIDATES * 4)
+            t_f800.append(time.perf_counter() - s)
+            s = time.perf_counter()
+            v = emb.embed([q])[0]
+            m = time.perf_counter()
+            sims = matrix @ v
+            top = np.argpartition(-sims, 10)[:10]
+            top[np.argsort(-sims[top])]
+            e = time.perf_counter()
+            t_np.append(e - s)
+            t_emb.append(m - s)
+            t_mm.append(e - m)
+        out["query_hybrid"] = lat(t_h)
+        out["query_hybrid"]["mean_results"] = statistics.fmean(hits)
+        out["baseline_fts_limit10"] = lat(t_f10)
+        out["baseline_fts_limit800"] = lat(t_f800)
+        out["baseline_numpy"] = lat(t_np)
+        out["baseline_numpy_embed_only"] = lat(t_emb)
+        out["baseline_numpy_matmul_only"] = lat(t_mm)
+        if profile:
+            _profile(profile / f"recall_hybrid_{store}.txt", rec, qs[:50])
+        rec.close()
+
+        # -- full text only: rebuild without vectors, then query --------------------------
+        rec = Recall(led, embedder="none")
+        start = time.perf_counter()
+        rows_ft = rec.reindex(lambda c, h: log(f"\rindex (fulltext): tx {c}/{h}"))
+        ft_s = time.perf_counter() - start
+        log("\n")
+        out["build_fulltext"] = {"rows": rows_ft, "seconds": ft_s, "rows_per_s": rows_ft / ft_s}
+        for q in qs[:5]:
+            rec.search(q, k=10)
+        t_ft, t_f10b = [], []
+        for q in qs:
+            s = time.perf_counter()
+            rec.search(q, k=10)
+            t_ft.append(time.perf_counter() - s)
+            s = time.perf_counter()
+            raw.search(q, 10)
+            t_f10b.append(time.perf_counter() - s)
+        out["query_fulltext"] = lat(t_ft)
+        out["baseline_fts_limit10_b"] = lat(t_f10b)
+        if profile:
+            _profile(profile / f"recall_fulltext_{store}.txt", rec, qs[:50])
+        rec.close()
+        raw.conn.close()
+        out["targets"] = {
+            mode: {
+                "p50_ok": out[f"query_{mode}"]["p50_ms"] < 30,
+                "p95_ok": out[f"query_{mode}"]["p95_ms"] < 100,
+            }
+            for mode in ("hybrid", "fulltext")
+        }
+        out["loadavg"] = os.getloadavg()
+    finally:
+        led.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        if schema:
+            import psycopg
+
+            with psycopg.connect(PG_BASE, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    return out
+
+
+def _profile(path: Path, rec: Recall, qs: list[str]) -> None:
+    from pyinstrument import Profiler
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prof = Profiler(interval=0.0005)
+    prof.start()
+    for q in qs:
+        rec.search(q, k=10)
+    prof.stop()
+    path.write_text(prof.output_text(unicode=False, color=False))
+
+
+def show(r: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(150, Console().width))
+    b = Table(
+        "build",
+        "keel rows/s",
+        "baseline",
+        "baseline /s",
+        "ratio",
+        title=f"{r['store']}: {r['rows']:,} index rows ({r['vectors'][0]:,} vectors), "
+        f"ledger loaded in {r['ledger_load_s']:.0f} s",
+    )
+    bh, bf = r["build_hybrid"], r["build_fulltext"]
+    b.add_row(
+        f"with embeddings ({bh['seconds']:.0f} s)",
+        f"{bh['rows_per_s']:,.0f}",
+        "bare embedder, 3,000 row texts",
+        f"{r['baseline_embed_texts_per_s']:,.0f}",
+        f"{bh['rows_per_s'] / r['baseline_embed_texts_per_s']:.2f}×",
+    )
+    b.add_row(
+        f"full text only ({bf['seconds']:.0f} s)",
+        f"{bf['rows_per_s']:,.0f}",
+        "raw FTS insert of the same rows",
+        f"{r['baseline_fts_insert_rows_per_s']:,.0f}",
+        f"{bf['rows_per_s'] / r['baseline_fts_insert_rows_per_s']:.2f}×",
+    )
+    console.print(b)
+    q = Table(
+        "query (k=10)",
+        "p50 ms",
+        "p95 ms",
+        "baseline",
+        "p50 ms",
+        "p95 ms",
+        "p50 ratio",
+        "target p50<30 / p95<100",
+        title=f"{len(r.get('queries', [])) or 200} queries",
+    )
+    for mode, base in (
+        ("hybrid", "baseline_numpy"),
+        ("hybrid", "baseline_fts_limit10"),
+        ("fulltext", "baseline_fts_limit10_b"),
+        ("fulltext", "baseline_fts_limit800"),
+    ):
+        k, bl = r[f"query_{mode}"], r[base]
+        t = r["targets"][mode]
+        q.add_row(
+            f"keel {mode}",
+            f"{k['p50_ms']:.1f}",
+            f"{k['p95_ms']:.1f}",
+            base.replace("_b", ""),
+            f"{bl['p50_ms']:.2f}",
+            f"{bl['p95_ms']:.2f}",
+            f"{k['p50_ms'] / bl['p50_ms']:.1f}×",
+            f"{'yes' if t['p50_ok'] else 'NO'} / {'yes' if t['p95_ok'] else 'NO'}",
+        )
+    for part in ("baseline_numpy_embed_only", "baseline_numpy_matmul_only"):
+        bl = r[part]
+        q.add_row(
+            "",
+            "",
+            "",
+            part.removeprefix("baseline_"),
+            f"{bl['p50_ms']:.2f}",
+            f"{bl['p95_ms']:.2f}",
+            "",
+            "",
+        )
+    console.print(q)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="about this many index rows")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", type=Path, help="write pyinstrument profiles here")
+    args = parser.parse_args()
+    embedders.load("local")  # fail early if the local embedder is missing
+
+    def log(msg: str) -> None:
+        print(msg, end="", file=sys.stderr, flush=True)
+
+    result = run(args.n, args.queries, args.store, args.profile, log)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        show(result)
+
+
+if __name__ == "__main__":
+    main()
