@@ -294,6 +294,7 @@ def test_an_openai_compatible_embedder_over_http(memory, ledger, monkeypatch):
         assert other.store.meta("embedder") == "local:use-m3" and other.mode == "hybrid"
     finally:
         server.shutdown()
+        server.server_close()
     # With the server gone, a new index cannot embed: search still answers in full text.
     other.store.clear()
     other.close()
