@@ -306,3 +306,34 @@ def test_an_openai_compatible_embedder_over_http(memory, ledger, monkeypatch):
 def test_a_bad_embedder_spec_is_one_clear_error(ledger):
     with pytest.raises(BadInput, match="not an embedder"):
         Recall(ledger, embedder="word2vec")
+
+
+def test_the_daemons_index_follows_the_ledger_through_the_bus(home):
+    """No search triggers indexing here: the bus subscription alone moves the index."""
+    import time
+
+    from keel.cadence.clock import SystemClock
+    from keel.daemon.runtime import Runtime
+
+    runtime = Runtime(home, clock=SystemClock(), tick=0.2)
+    runtime.start()
+    try:
+        with runtime.open_ledger() as ledger:
+            Memory(ledger).capture("the boiler service is booked for May")
+            head = ledger.store.head()[0]
+        deadline = time.monotonic() + 20
+        while runtime.recall().status()["cursor"] < head and time.monotonic() < deadline:
+            time.sleep(0.05)
+        status = runtime.recall().status()
+        assert status["cursor"] >= head and status["rows"] >= 1
+        assert runtime.status()["recall"]["mode"] == "hybrid"
+        subs = {s["name"] for s in runtime.status()["subscriptions"]}
+        assert "recall-index" in subs
+    finally:
+        runtime.stop()
+    # Resumable: a new process's index starts from the cursor it left, not from scratch.
+    with home.ledger() as ledger:
+        recall = Recall(ledger)
+        assert recall.store.cursor() >= head
+        assert recall.catch_up() == 0
+        recall.close()
