@@ -92,8 +92,6 @@ def test_every_surface_round_trips(home, tmp_path):
         canon_text,
         day,
         kinds,
-        episodes,
-        captures,
         history,
     ) = parallel(
         ("working", "--scope", "run-1", "--json"),
@@ -105,10 +103,12 @@ def test_every_surface_round_trips(home, tmp_path):
         ("canon", "show", "style"),
         ("daybook", "--day", "2026-05-01", "--json"),
         ("entity", "kinds", "--json"),
-        ("recall", "hello", "--surface", "episode", "--json"),
-        ("recall", "idea", "--surface", "capture", "--json"),
         ("history", work["id"], "--json"),
     )
+    # One recall at a time: two processes building a fresh index at once race in
+    # IndexStore.set_meta (reported; not this test's subject).
+    episodes = ok("recall", "hello", "--surface", "episode", "--json")
+    captures = ok("recall", "idea", "--surface", "capture", "--json")
     assert [w["text"] for w in working] == ["scratch note"] and working[0]["scope"] == "run-1"
     assert {h["author"] for h in history} == {"claude-code"}
     assert then["facts"] == {"lives_in": "Denver", "role": "engineer"}
@@ -146,15 +146,9 @@ def test_recall_respects_valid_time_and_reindex(home):
         mem.capture("The quarterly report is due on Friday")
 
     then = keel("recall", "where does Alice live", "--valid-at", "2023-06-01", "--json")
-    with ThreadPoolExecutor(3) as pool:
-        now, table, fulltext = pool.map(
-            lambda a: keel(*a[0], env=a[1]),
-            [
-                (("recall", "where does Alice live", "--json"), None),
-                (("recall", "quarterly report"), None),
-                (("recall", "quarterly report", "--json"), {"KEEL_EMBEDDER": "none"}),
-            ],
-        )
+    now = keel("recall", "where does Alice live", "--json")
+    table = keel("recall", "quarterly report")
+    fulltext = keel("recall", "quarterly report", "--json", env={"KEEL_EMBEDDER": "none"})
     lived = [
         r["text"]
         for r in json.loads(then.stdout)["results"]
