@@ -6,15 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from typing import ClassVar
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keel.ledger import BadInput
+from keel.ledger import BadInput, Ledger
 from keel.memory import Memory, Recall, indexer
 from keel.memory.embedders import Unavailable
 from keel.memory.indexer import chunks
@@ -337,3 +337,33 @@ def test_the_daemons_index_follows_the_ledger_through_the_bus(home):
         assert recall.store.cursor() >= head
         assert recall.catch_up() == 0
         recall.close()
+
+
+def test_two_indexers_at_once_index_each_row_once(memory, ledger, target, operator):
+    """Two processes catching up one index: the cursor is read under the index's write
+    lock, so neither indexes what the other already did."""
+    for i in range(40):
+        memory.capture(f"greenhouse note {i}")
+    ledgers = [Ledger.open(target, signer=operator) for _ in range(2)]
+    recalls = [Recall(led, embedder="none") for led in ledgers]
+    errors: list[BaseException] = []
+
+    def run(r: Recall) -> None:
+        try:
+            r.catch_up()
+        except BaseException as exc:  # reported below; a thread cannot raise
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in recalls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    count = recalls[0].store.execute("SELECT count(*), count(DISTINCT e) FROM recall_rows")
+    assert count.fetchone() == (40, 40)
+    for r in recalls:
+        assert len(r.search("greenhouse note", k=100)["results"]) == 40
+        r.close()
+    for led in ledgers:
+        led.close()

@@ -104,8 +104,11 @@ class IndexStore:
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.execute("DELETE FROM recall_meta WHERE key = ?", [key])
-        self.execute("INSERT INTO recall_meta (key, value) VALUES (?, ?)", [key, value])
+        self.execute(
+            "INSERT INTO recall_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [key, value],
+        )
 
     def cursor(self) -> int:
         return int(self.meta("cursor") or 0)

@@ -72,6 +72,8 @@ class Indexer:
         self.store = store
         self.ledger = ledger
         self.embedder = embedder
+        #: Set when another process indexed rows this one did not see being added.
+        self.others_moved = False
 
     def catch_up(
         self,
@@ -85,9 +87,17 @@ class Indexer:
         head = (self.ledger.store.head() or (0,))[0]
         cursor = self.store.cursor()
         while cursor < head:
-            datoms, upto = self.ledger.committed(cursor, BATCH_TXS)
             self.store.begin()
             try:
+                # Read under the index's write lock: another process may have indexed
+                # these transactions while this one waited.
+                moved = self.store.cursor()
+                self.others_moved = self.others_moved or moved != cursor
+                cursor = moved
+                if cursor >= head:
+                    self.store.commit()
+                    break
+                datoms, upto = self.ledger.committed(cursor, BATCH_TXS)
                 rows, closed = self._apply(datoms)
                 self.store.set_meta("cursor", str(upto))
                 self.store.commit()

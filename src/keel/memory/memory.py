@@ -236,6 +236,9 @@ class Memory:
         for e in (ref, entity_id(ref), entity_id(slugify(ref))):
             if view.value(e, "entity/slug") is not None:
                 return e
+        by_alias = view.find("entity/aliases", ref.strip(), limit=2)
+        if len(by_alias) == 1:
+            return by_alias[0]
         raise NotFound(f"there is no entity {ref!r}")
 
     def upsert_entity(

@@ -132,6 +132,10 @@ class Recall:
         with self.lock:
             self._sync_cache()
             added = self.indexer.catch_up(progress, self._follow)
+            if self.indexer.others_moved:
+                self.indexer.others_moved = False
+                self.cache.cursor = -1
+                self._sync_cache()
             self.cache.cursor = self.store.cursor()
             return added
 
