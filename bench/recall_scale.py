@@ -9,10 +9,15 @@ facts, and episode transcripts of a few thousand characters (several ~1000-chara
 chunks each). Items are written through the memory surfaces' own datom shapes, in
 transactions of 200 items, valid from dates spread over two years.
 
-Build: `Recall(ledger, "local").catch_up()` (rows/s with embeddings), then
-`Recall(ledger, "none").reindex()` (rows/s without), beside baselines from the same run:
-the bare embedder on a sample of the same row texts (texts/s), and a raw FTS5 (or
-PostgreSQL tsvector) insert of the same rows into a fresh table (rows/s).
+Build: `Recall(ledger, "none").catch_up()` over the whole ledger (rows/s without vectors)
+beside a raw FTS5 (or PostgreSQL tsvector) insert of the same rows into a fresh table; and
+`Recall(ledger, "local").catch_up()` on a second ledger of --embed-n rows of the same mix
+(rows/s with embeddings) beside the bare embedder on 1,000 of those texts.
+
+Vectors for the 100k hybrid queries are stand-ins unless --full-embed: 1,000 of the
+index's rows are embedded for real and every row gets one of those vectors (latency
+depends on how many vectors there are, not which; embedding 100k rows takes minutes on a
+quiet 2-core box and about an hour on a busy one).
 
 Queries: 200 generated questions, k=10, current time. Keel hybrid and full-text search
 latency (p50/p95), interleaved with baselines on the same rows: the raw full-text MATCH
@@ -530,12 +535,12 @@ def stand_in_vectors(rec: Recall, raw: RawFulltext, emb: Any, sample: int, log) 
     blobs = [to_blob(v) for v in vectors]
     store = rec.store
     store.begin()
-    store.conn.executemany(
+    cur = store.conn.cursor()
+    cur.executemany(
         store._q("UPDATE recall_rows SET vec = ? WHERE id = ?"),
         [(blobs[j % len(blobs)], rid) for j, rid in enumerate(ids)],
     )
     store.set_meta("embedder", emb.name)
-    # Move the cursor mark so every Recall reloads its cache (rows and vectors).
     store.commit()
     log(f"stand-in vectors: {len(blobs)} embedded in {embed_s:.0f} s, {len(ids)} rows\n")
     return {"sample": len(blobs), "rows": len(ids), "embed_texts_per_s": len(blobs) / embed_s}
