@@ -25,7 +25,6 @@ Latency is the wall time of the search call alone (p50/p95), the index already b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -44,7 +43,6 @@ from typing import Any
 from rank_bm25 import BM25Okapi
 
 from keel.ledger import Ledger, Signer
-from keel.memory import embedders
 from keel.memory.memory import Memory
 from keel.memory.recall import Recall
 
@@ -77,30 +75,6 @@ def handle(i: int, n: int) -> str:
 
 def tokens(text: str) -> list[str]:
     return re.findall(r"\w+", text.lower())
-
-
-_loaded: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def one_local_embedder():
-    """One local encoder for the whole run: it builds its tokenizer on first use (seconds),
-    and a fresh Recall per question would pay that every time (a daemon keeps one Recall).
-    Only `local` is shared; the patch is undone when the run ends."""
-    load = embedders.load
-
-    def cached(spec: str | None = None) -> Any:
-        if spec != "local":
-            return load(spec)
-        if spec not in _loaded:
-            _loaded[spec] = load(spec)
-        return _loaded[spec]
-
-    embedders.load = cached
-    try:
-        yield
-    finally:
-        embedders.load = load
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -256,8 +230,7 @@ def evaluate(
             if not relevant:
                 skipped.append(inst["question_id"])
                 continue
-            with one_local_embedder():
-                got = run_instance(stores, inst, modes)
+            got = run_instance(stores, inst, modes)
             row: dict[str, Any] = {
                 "question_id": inst["question_id"],
                 "question_type": inst.get("question_type", "?"),

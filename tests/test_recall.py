@@ -367,3 +367,38 @@ def test_two_indexers_at_once_index_each_row_once(memory, ledger, target, operat
         r.close()
     for led in ledgers:
         led.close()
+
+
+def test_very_common_terms_are_left_out_of_the_full_text_query(ledger):
+    """A term in more than 5% of rows ranks nothing and costs most of a query's time."""
+    from keel.ledger.instants import FOREVER
+    from keel.memory.index_store import open_index
+
+    store = open_index(ledger)
+    rows = [
+        [
+            i,
+            f"c{i}",
+            "mem/text",
+            "capture",
+            f"note {i} about the {'garden' if i % 2 else 'house'}"
+            + (" with a rare heron" if i == 7 else ""),
+            "h",
+            0,
+            FOREVER,
+            1,
+            FOREVER,
+            0,
+            "op",
+            None,
+        ]
+        for i in range(1, 1201)
+    ]
+    store.begin()
+    store.insert_rows(rows)
+    store.commit()
+    kept = store.selective(["note", "garden", "heron"], 1200)
+    assert "note" not in kept and "heron" in kept
+    assert store.selective(["note", "garden"], 1200) == ["note", "garden"]  # the rarest two stay
+    assert store.fulltext("the heron note", 5, 1200)[0][0] == 7
+    store.close()

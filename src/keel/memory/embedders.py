@@ -92,6 +92,17 @@ class HttpEmbedder:
         return _unit(np.array(vectors))
 
 
+_LOCAL: list[LocalEncoder] = []
+
+
+def _local() -> LocalEncoder:
+    """One local encoder per process: it builds its tokenizer on first use, which takes
+    seconds, and it holds no per-index state."""
+    if not _LOCAL:
+        _LOCAL.append(LocalEncoder())
+    return _LOCAL[0]
+
+
 def load(spec: str | None = None) -> Embedder | None:
     """The embedder a spec names (see the module doc); None for `none`.
 
@@ -100,7 +111,7 @@ def load(spec: str | None = None) -> Embedder | None:
     if spec == "none":
         return None
     if spec == "local":
-        return LocalEncoder()
+        return _local()
     kind, _, rest = spec.partition(":")
     model, _, url = rest.partition("@")
     if kind == "ollama" and model:

@@ -110,6 +110,26 @@ class IndexStore:
             [key, value],
         )
 
+    #: A term in more than this share of rows is dropped from the full-text query: it
+    #: ranks nothing, and scoring every row it matches is most of a query's time.
+    COMMON = 0.05
+    _df: dict[str, int]
+    _df_rows: int = 0
+
+    def selective(self, terms: list[str], rows: int) -> list[str]:
+        """`terms` without the very common ones (the rarest two are always kept); `rows` is
+        how many rows the index holds."""
+        if rows < 1000:
+            return terms
+        if not hasattr(self, "_df") or rows > self._df_rows * 1.1:
+            self._df, self._df_rows = {}, rows  # document frequencies drift as rows grow
+        for t in terms:
+            if t not in self._df:
+                self._df[t] = self.doc_frequency(t)
+        by_rarity = sorted(terms, key=lambda t: self._df[t])
+        keep = [t for t in terms if self._df[t] <= rows * self.COMMON]
+        return keep if len(keep) >= 2 else [t for t in terms if t in by_rarity[:2]]
+
     def cursor(self) -> int:
         return int(self.meta("cursor") or 0)
 
@@ -206,15 +226,20 @@ class SqliteIndex(IndexStore):
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
 
-    def fulltext(self, query: str, limit: int) -> list[tuple[int, float]]:
+    def fulltext(self, query: str, limit: int, rows: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
-        match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms)
+        match = " OR ".join(_quoted(t) for t in self.selective(terms, rows))
         return self.conn.execute(
             "SELECT rowid, rank FROM recall_fts WHERE recall_fts MATCH ? ORDER BY rank LIMIT ?",
             [match, limit],
         ).fetchall()
+
+    def doc_frequency(self, term: str) -> int:
+        return self.conn.execute(
+            "SELECT count(*) FROM recall_fts WHERE recall_fts MATCH ?", [_quoted(term)]
+        ).fetchone()[0]
 
     def clear(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -269,16 +294,21 @@ class PostgresIndex(IndexStore):
     def rollback(self) -> None:
         self.conn.execute("ROLLBACK")
 
-    def fulltext(self, query: str, limit: int) -> list[tuple[int, float]]:
+    def fulltext(self, query: str, limit: int, rows: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
         rows = self.conn.execute(
             "SELECT id, ts_rank_cd(tsv, q) AS r FROM recall_rows,"
             " to_tsquery('english', %s) q WHERE tsv @@ q ORDER BY r DESC LIMIT %s",
-            [" | ".join(terms), limit],
+            [" | ".join(self.selective(terms, rows)), limit],
         ).fetchall()
         return [(r[0], -r[1]) for r in rows]
+
+    def doc_frequency(self, term: str) -> int:
+        return self.conn.execute(
+            "SELECT count(*) FROM recall_rows WHERE tsv @@ to_tsquery('english', %s)", [term]
+        ).fetchone()[0]
 
     def clear(self) -> None:
         with self.conn.transaction():
@@ -287,6 +317,10 @@ class PostgresIndex(IndexStore):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _quoted(term: str) -> str:
+    return '"' + term.replace('"', "") + '"'
 
 
 def open_index(ledger: Ledger) -> IndexStore:

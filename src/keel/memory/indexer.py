@@ -22,7 +22,7 @@ from .embedders import Embedder
 from .index_store import IndexStore, to_blob
 from .model import SEARCHABLE
 
-CHUNK = 1000  # characters per row of a long text (a transcript is many rows)
+CHUNK = 400  # characters per row of a long text (a transcript is many rows)
 BATCH_TXS = 400
 
 

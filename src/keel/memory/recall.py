@@ -228,7 +228,7 @@ class Recall:
         pos = self.cache.pos
         fts = [
             rid
-            for rid, _ in self.store.fulltext(query, CANDIDATES * 4)
+            for rid, _ in self.store.fulltext(query, CANDIDATES * 4, len(pos))
             if rid in pos and live[pos[rid]]
         ][:CANDIDATES]
         for rank, rid in enumerate(fts, start=1):
