@@ -18,8 +18,8 @@ from rich.table import Table
 from ...govern.home import Home, add_identity, home_dir, init, prepare_home
 from ...ledger import BadInput, KeelError, Ledger
 from ...ledger.text import entity_ref, typed_value
-from . import memory_cmds, runtime_cmds
 from ..mcp import cli as mcp_cli
+from . import memory_cmds, runtime_cmds
 
 app = typer.Typer(
     no_args_is_help=True,
