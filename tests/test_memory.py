@@ -147,6 +147,10 @@ def test_working_memory_expires_from_the_view_and_stays_in_history(memory, ledge
 
 
 def test_canon_is_the_operators_alone(memory, ledger, agent):
+    from keel.memory import rules
+
+    Memory(ledger)  # a second Memory on the same ledger does not add the guard again
+    assert ledger._guards.count(rules.check) == 1
     memory.write_canon("style", "Be brief.")
     before = head(ledger)
     with pytest.raises(Refused, match="only the operator"):

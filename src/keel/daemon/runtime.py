@@ -22,7 +22,6 @@ from ..cadence.scheduler import Scheduler, ensure_schema, this_node
 from ..govern.home import Home
 from ..ledger import Ledger
 from ..ledger.instants import format_instant
-from ..memory.memory import Memory
 from ..memory.recall import Recall
 
 DEFAULT_CADENCE = """\
@@ -89,10 +88,6 @@ class Runtime:
         ledger = self.home.ledger(as_name, clock=self.clock.now)
         ledger.on_commit(self.bus.notify)
         return ledger
-
-    def memory(self, ledger: Ledger) -> Memory:
-        """Memory over `ledger`, writing as whoever the ledger signs as."""
-        return Memory(ledger)
 
     def recall(self) -> Recall:
         """The recall index, shared by every surface of this process (it locks itself)."""

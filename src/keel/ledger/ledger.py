@@ -149,8 +149,10 @@ class Ledger:
         self._listeners.append(listener)
 
     def add_guard(self, guard: Guard) -> None:
-        """Register a check run on every transaction before it is signed; raise to refuse."""
-        self._guards.append(guard)
+        """Register a check run on every transaction before it is signed; raise to refuse.
+        Registering the same guard again changes nothing."""
+        if guard not in self._guards:
+            self._guards.append(guard)
 
     # -- schema --------------------------------------------------------------------------
     def _refresh_schema(self) -> None:

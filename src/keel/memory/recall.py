@@ -42,10 +42,13 @@ class _Cache:
         self.pos: dict[int, int] = {}
         self.cursor = -1
 
-    def load(self, rows: list[tuple], vecs: list[bytes | None], cursor: int) -> None:
-        self.__init__()
-        self.append([(*r[:4], None, *r[4:], v) for r, v in zip(rows, vecs, strict=True)])
-        self.cursor = cursor
+    @classmethod
+    def loaded(cls, rows: list[tuple], vecs: list[bytes | None], cursor: int) -> _Cache:
+        """A cache of the index's stored rows (whose text stays in the store)."""
+        cache = cls()
+        cache.append([(*r[:4], None, *r[4:], v) for r, v in zip(rows, vecs, strict=True)])
+        cache.cursor = cursor
+        return cache
 
     def append(self, rows: list[tuple]) -> None:
         """Rows as the indexer makes them: (id, e, a, surface, text, vhash, vf, vt, txf, txt,
@@ -148,7 +151,7 @@ class Recall:
         cursor = self.store.cursor()
         if cursor != self.cache.cursor:
             rows, vecs = self.store.load()
-            self.cache.load(rows, vecs, cursor)
+            self.cache = _Cache.loaded(rows, vecs, cursor)
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock:
