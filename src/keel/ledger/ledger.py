@@ -467,8 +467,14 @@ class Ledger:
         expect: Sequence[dict] = (),
         branch: str = MAIN,
         signer: Signer | None = None,
+        declare: Sequence[object] = (),
     ) -> TxResult:
-        """Commit `ops` atomically, if every expectation in `expect` holds."""
+        """Commit `ops` atomically, if every expectation in `expect` holds.
+
+        `declare` lists attribute declarations (as for `declare`) that the ops may use:
+        those not yet in force are declared in this same transaction, so a write that
+        needs a new attribute is one atomic step, never a declaration left behind by a
+        write that was then refused."""
         if not isinstance(ops, list | tuple) or not ops:
             raise BadInput("a transaction needs a non-empty list of ops")
         if not isinstance(expect, list | tuple):
@@ -478,7 +484,7 @@ class Ledger:
             view.check_expectations(expect)
             return list(ops)
 
-        result = self._commit(build, reason, signer=signer, branch=branch)
+        result = self._commit(build, reason, signer=signer, branch=branch, declare=declare)
         assert result is not None
         return result
 
@@ -488,10 +494,12 @@ class Ledger:
         reason: str = "",
         signer: Signer | None = None,
         branch: str = MAIN,
+        declare: Sequence[object] = (),
     ) -> TxResult | None:
         """Read-modify-write in one step: `build(view)` sees the branch under the write lock
-        and returns the ops to commit (none: nothing is written and None is returned)."""
-        return self._commit(build, reason, signer=signer, branch=branch)
+        and returns the ops to commit (none: nothing is written and None is returned).
+        `declare` is as for `transact`."""
+        return self._commit(build, reason, signer=signer, branch=branch, declare=declare)
 
     def committed(self, after: int, limit: int = 500) -> tuple[list[dict], int]:
         """Decoded datoms of main-branch transactions after tx `after` (at most `limit`
@@ -532,8 +540,10 @@ class Ledger:
         branch: str = MAIN,
         system: bool = False,
         replay: bool = False,
+        declare: Sequence[object] = (),
     ) -> TxResult | None:
         signer = signer or self.signer
+        wanted = [parse_declaration(d) for d in declare]
         if signer is None:
             raise Refused("no identity to sign with (open the ledger with a signer)")
         if not isinstance(reason, str):
@@ -552,7 +562,12 @@ class Ledger:
             ops = build(view)
             if not ops:
                 return None
-            prepared = _Preparer(self, view, time_us, system, replay).prepare(ops)
+            new_attrs, declared_ops = self._declaration_ops(wanted)
+            if declared_ops and b.id != 0:
+                raise SchemaError("declare attributes on main, not on a branch")
+            prepared = _Preparer(
+                self, view, time_us, system, replay, new_attrs, len(declared_ops)
+            ).prepare([*declared_ops, *ops])
             tempids = prepared.tempids
             if head is None:
                 _check_genesis(prepared.datoms, signer)
@@ -594,6 +609,23 @@ class Ledger:
         for listener in self._listeners:
             listener(result)
         return result
+
+    def _declaration_ops(self, wanted: list[Attribute]) -> tuple[dict[str, Attribute], list]:
+        """The attributes of `wanted` not yet in force, and the ops that declare them."""
+        new: dict[str, Attribute] = {}
+        ops: list[dict] = []
+        for attr in wanted:
+            old = self._schema.get(attr.ident)
+            if attr.ident in BUILTIN:
+                raise SchemaError(f"{attr.ident} is part of keel's meta-schema")
+            if old is not None:
+                check_change(old, attr)
+            facts = declaration_facts(attr, old)
+            if facts:
+                new[attr.ident] = attr
+            for a, v in facts:
+                ops.append({"op": "add", "e": attr_entity(attr.ident), "a": a, "v": v})
+        return new, ops
 
     def _check_author(self, signer: Signer) -> None:
         rows = self.store.entity_datoms(
@@ -1017,12 +1049,24 @@ class _Prepared:
 class _Preparer:
     """Turns user ops into checked datoms: resolves ids, coerces values, enforces schema."""
 
-    def __init__(self, ledger: Ledger, view: View, time_us: int, system: bool, replay: bool):
+    def __init__(
+        self,
+        ledger: Ledger,
+        view: View,
+        time_us: int,
+        system: bool,
+        replay: bool,
+        declared: dict[str, Attribute] | None = None,
+        system_ops: int = 0,
+    ):
         self.ledger, self.view, self.time, self.system = ledger, view, time_us, system
         # A replay (a merge) carries datoms from several transactions: later ones win,
         # as they did on the branch, so two values for one time are not a mistake there.
         self.replay = replay
-        self.schema = ledger._schema
+        # Attributes this transaction declares itself, usable by its other ops; the first
+        # `system_ops` ops are those declarations (db/* facts only keel may write).
+        self.schema = {**ledger._schema, **declared} if declared else ledger._schema
+        self.system_ops = system_ops
         self.tempids: dict[str, str] = {}
 
     def prepare(self, ops: Sequence[dict]) -> _Prepared:
@@ -1057,7 +1101,7 @@ class _Preparer:
             if not isinstance(a, str):
                 raise BadInput(f"op {i + 1}: 'a' must be an attribute name")
             attr = self.ledger.attribute(a)
-        if not self.system and attr.ident in BUILTIN:
+        if attr.ident in BUILTIN and not (self.system or i < self.system_ops):
             raise SchemaError(f"{a} is written by keel itself, not by a transaction")
         value = op["v"]
         if value is None:
@@ -1074,6 +1118,8 @@ class _Preparer:
         for op, attr, e_raw, value in parsed:
             if not (_is_tempid(e_raw) and attr.unique == "identity" and op.get("op") != "retract"):
                 continue
+            if attr.ident not in self.ledger._schema:
+                continue  # declared by this very transaction: nothing holds it yet
             holder = self.view.find(attr.ident, value, limit=1)
             if holder:
                 bound = self.tempids.setdefault(e_raw, holder[0])
@@ -1153,6 +1199,8 @@ class _Preparer:
                     f"{d.a} is unique, but {holder} and {d.e} both take {d.value!r} "
                     "in this transaction"
                 )
+            if d.a not in self.ledger._schema:
+                continue  # declared by this very transaction: no one else holds it
             for other in self.view.find(d.a, d.value, limit=2):
                 moved = any(x.value != d.value for x in asserted.get((other, d.a), []))
                 if other != d.e and (other, d.a, key) not in released and not moved:
