@@ -18,10 +18,12 @@ from keel.ledger import BadInput, Ledger
 from keel.memory import Memory, Recall, indexer
 from keel.memory.embedders import Unavailable
 from keel.memory.indexer import chunks
+from keel.memory.memory import ensure_schema
 
 
 @pytest.fixture
 def memory(ledger) -> Memory:
+    ensure_schema(ledger)  # a bare ledger: no `keel init` declared the memory attributes
     return Memory(ledger)
 
 
@@ -225,6 +227,7 @@ def test_a_partial_retraction_splits_the_row_in_valid_time(memory, ledger):
     ask=st.integers(0, 9),
 )
 def test_every_recalled_fact_held_at_the_instant_asked(ledger, facts, ask):
+    ensure_schema(ledger)
     memory = Memory(ledger)
     slug = f"kite{ledger.store.head()[0]}"
     for year, colour in facts:

@@ -4,15 +4,20 @@ tables with PostgreSQL full text in the ledger's own PostgreSQL database.
 The index is derived data: it can be dropped and rebuilt from the ledger at any time
 (`keel reindex`). Each row is one searchable text (a value or a chunk of one) with both
 time axes: valid [vf, vt) from its datom, and known [txf, txt) in transaction time.
+
+Every database error on the index's connection surfaces as `IndexUnreadable`, so recall
+can tell a broken index (answer from the ledger, say so) from a broken ledger (fail) —
+both may be SQLite.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -81,6 +86,48 @@ _STOPWORDS = frozenset(
 )
 
 
+class IndexUnreadable(KeelError):
+    """The recall index cannot be opened, read or written: garbage or truncated bytes,
+    tables missing or of another shape, its database gone. `busy` when it is only held
+    by another process for longer than the wait allows, which is no reason to rebuild it."""
+
+    def __init__(self, message: str, busy: bool = False):
+        super().__init__(message)
+        self.busy = busy
+
+
+def _unreadable(where: str, why: object, busy: bool = False) -> IndexUnreadable:
+    lines = str(why).strip().splitlines()
+    detail = lines[0] if lines else type(why).__name__
+    return IndexUnreadable(f"the recall index {where} is unreadable: {detail}", busy)
+
+
+def _difference(columns: tuple, expected: tuple) -> str:
+    def names(cols: list) -> str:
+        return ", ".join(" ".join(c) if isinstance(c, tuple) else c for c in cols) or "none"
+
+    lost = [c for c in expected if c not in columns]
+    extra = [c for c in columns if c not in expected]
+    if not lost and not extra:
+        return "has its columns in another order"
+    return f"has other columns (missing: {names(lost)}; unexpected: {names(extra)})"
+
+
+class _Rows:
+    """A statement's rows, fetched at once so that a fault in reading them (SQLite reads
+    pages as rows are stepped through) is raised where the store turns it into
+    IndexUnreadable. Offers the two cursor methods callers use."""
+
+    def __init__(self, rows: list[tuple]):
+        self.rows = rows
+
+    def fetchone(self) -> tuple | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple]:
+        return self.rows
+
+
 def query_terms(query: str) -> list[str]:
     """Lower-case word tokens of a query, stop words dropped (unless nothing else is left)."""
     words = re.findall(r"\w+", query.lower())
@@ -89,15 +136,54 @@ def query_terms(query: str) -> list[str]:
 
 
 class IndexStore:
-    """Shared SQL; the subclasses differ in connection, DDL and full-text query."""
+    """Shared SQL; the subclasses differ in connection, DDL, shape checks and full-text
+    query."""
 
     ph = "?"
+    #: The driver's errors, each raised to callers as IndexUnreadable.
+    errors: tuple[type[Exception], ...]
+    #: Where the index is, for messages ("at PATH", "in PostgreSQL": never a DSN).
+    where: str
+    DDL: tuple[str, ...]
+    #: What an index of this version holds: the objects `DDL` makes (all or none may be
+    #: missing) and each table's columns, in the form `_columns` reads them.
+    OBJECTS: tuple[str, ...]
+    COLUMNS: ClassVar[dict[str, tuple]]
 
     def _q(self, sql: str) -> str:
         return sql if self.ph == "?" else sql.replace("?", self.ph)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(self._q(sql), params)
+    def _busy(self, exc: Exception) -> bool:
+        return False
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except self.errors as exc:
+            raise _unreadable(self.where, exc, self._busy(exc)) from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
+        with self._guard():
+            cur = self.conn.execute(self._q(sql), params)
+            return _Rows(cur.fetchall() if cur.description is not None else [])
+
+    def _prepare(self) -> None:
+        """Make a missing index, or check the one found: an index missing some of its
+        tables, or with tables of another shape, would answer with silent gaps or fail on
+        some later query, so it is unreadable until `keel reindex` rebuilds it. Runs in a
+        write transaction, so two processes opening a new index cannot see each other's
+        half-made one."""
+        found = self._objects()
+        missing = [name for name in self.OBJECTS if name not in found]
+        if found and missing:
+            raise _unreadable(self.where, f"{', '.join(missing)} missing")
+        for stmt in self.DDL:
+            self.execute(stmt)
+        for table, expected in self.COLUMNS.items():
+            columns = self._columns(table)
+            if columns != expected:
+                raise _unreadable(self.where, f"{table} {_difference(columns, expected)}")
 
     def meta(self, key: str) -> str | None:
         row = self.execute("SELECT value FROM recall_meta WHERE key = ?", [key]).fetchone()
@@ -148,7 +234,8 @@ class IndexStore:
         )
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self.conn.executemany(sql, rows)
+        with self._guard():
+            self.conn.executemany(sql, rows)
 
     def open_rows(self, e: str, a: str, vhash: str, forever: int) -> list[tuple]:
         return self.execute(
@@ -187,7 +274,32 @@ class IndexStore:
         return self.execute("SELECT count(*) FROM recall_rows").fetchone()[0]
 
 
+_ROW_NAMES = (
+    "id",
+    "e",
+    "a",
+    "surface",
+    "text",
+    "vhash",
+    "vf",
+    "vt",
+    "txf",
+    "txt",
+    "tx_time",
+    "author",
+    "vec",
+)
+
+
 class SqliteIndex(IndexStore):
+    errors = (sqlite3.DatabaseError,)
+    OBJECTS = ("recall_meta", "recall_rows", "recall_entities", "recall_fts", "recall_rows_fts")
+    COLUMNS: ClassVar[dict[str, tuple]] = {
+        "recall_meta": ("key", "value"),
+        "recall_rows": _ROW_NAMES,
+        "recall_entities": ("e", "surface", "name"),
+        "recall_fts": ("text",),
+    }
     DDL = (
         "CREATE TABLE IF NOT EXISTS recall_meta (key TEXT PRIMARY KEY, value TEXT)",
         """CREATE TABLE IF NOT EXISTS recall_rows (
@@ -205,55 +317,94 @@ class SqliteIndex(IndexStore):
 
     def __init__(self, path: Path):
         self.path = path
-        try:
+        self.where = f"at {path}"
+        with self._guard():
             self.conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=60
             )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            for stmt in self.DDL:
-                self.conn.execute(stmt)
-        except sqlite3.DatabaseError as exc:
-            raise KeelError(f"cannot open the recall index at {path}: {exc}") from None
+        try:
+            self.execute("PRAGMA journal_mode=WAL")
+            self.execute("PRAGMA synchronous=NORMAL")
+            self._in_transaction(self._prepare)
+        except IndexUnreadable:
+            self.conn.close()
+            raise
+
+    def _busy(self, exc: Exception) -> bool:
+        return getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+    def _objects(self) -> set[str]:
+        marks = ", ".join("?" * len(self.OBJECTS))
+        rows = self.execute(f"SELECT name FROM sqlite_master WHERE name IN ({marks})", self.OBJECTS)
+        return {r[0] for r in rows.fetchall()}
+
+    def _columns(self, table: str) -> tuple:
+        return tuple(r[1] for r in self.execute(f"PRAGMA table_info({table})").fetchall())
+
+    def _in_transaction(self, work: Callable[[], None]) -> None:
+        self.begin()
+        try:
+            work()
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        self.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
-        self.conn.execute("COMMIT")
+        self.execute("COMMIT")
 
     def rollback(self) -> None:
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+        with self._guard():
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
 
     def fulltext(self, query: str, limit: int, rows: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
         match = " OR ".join(_quoted(t) for t in self.selective(terms, rows))
-        return self.conn.execute(
+        return self.execute(
             "SELECT rowid, rank FROM recall_fts WHERE recall_fts MATCH ? ORDER BY rank LIMIT ?",
             [match, limit],
         ).fetchall()
 
     def doc_frequency(self, term: str) -> int:
-        return self.conn.execute(
+        return self.execute(
             "SELECT count(*) FROM recall_fts WHERE recall_fts MATCH ?", [_quoted(term)]
         ).fetchone()[0]
 
     def clear(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        for table in ("recall_rows", "recall_entities", "recall_meta"):
-            self.conn.execute(f"DELETE FROM {table}")
-        self.conn.execute("INSERT INTO recall_fts (recall_fts) VALUES ('delete-all')")
-        self.conn.execute("COMMIT")
+        def empty() -> None:
+            for table in ("recall_rows", "recall_entities", "recall_meta"):
+                self.execute(f"DELETE FROM {table}")
+            self.execute("INSERT INTO recall_fts (recall_fts) VALUES ('delete-all')")
+
+        self._in_transaction(empty)
 
     def close(self) -> None:
-        self.conn.close()
+        with self._guard():
+            self.conn.close()
 
 
 class PostgresIndex(IndexStore):
     ph = "%s"
+    where = "in PostgreSQL"
+    OBJECTS = ("recall_meta", "recall_rows", "recall_entities")
+    COLUMNS: ClassVar[dict[str, tuple]] = {
+        "recall_meta": (("key", "text"), ("value", "text")),
+        "recall_rows": (
+            ("id", "bigint"),
+            *((name, "text") for name in ("e", "a", "surface", "text", "vhash")),
+            *((name, "bigint") for name in ("vf", "vt", "txf", "txt", "tx_time")),
+            ("author", "text"),
+            ("vec", "bytea"),
+            ("tsv", "tsvector"),
+        ),
+        "recall_entities": (("e", "text"), ("surface", "text"), ("name", "text")),
+    }
     DDL = (
         "CREATE TABLE IF NOT EXISTS recall_meta (key TEXT PRIMARY KEY, value TEXT)",
         """CREATE TABLE IF NOT EXISTS recall_rows (
@@ -270,35 +421,67 @@ class PostgresIndex(IndexStore):
     def __init__(self, dsn: str):
         import psycopg
 
-        try:
+        self.errors = (psycopg.Error,)
+        with self._guard():
             self.conn = psycopg.connect(dsn, autocommit=True)
-            with self.conn.transaction():
-                self.conn.execute("SELECT pg_advisory_xact_lock(7717001)")
-                for stmt in self.DDL:
-                    self.conn.execute(stmt)
+        try:
+            with self._guard(), self.conn.transaction():
+                self.execute("SELECT pg_advisory_xact_lock(7717001)")
+                self._prepare()
+        except IndexUnreadable:
+            self.conn.close()
+            raise
+
+    @staticmethod
+    def drop(dsn: str) -> None:
+        """Drop the index's tables, whatever their state, so the next open makes them anew."""
+        import psycopg
+
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(7717001)")
+                conn.execute("DROP TABLE IF EXISTS recall_rows, recall_entities, recall_meta")
         except psycopg.Error as exc:
-            raise KeelError(f"cannot open the recall index in PostgreSQL: {exc}") from None
+            raise _unreadable(PostgresIndex.where, exc) from exc
+
+    def _objects(self) -> set[str]:
+        rows = self.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema() AND table_name = ANY(?)",
+            [list(self.OBJECTS)],
+        )
+        return {r[0] for r in rows.fetchall()}
+
+    def _columns(self, table: str) -> tuple:
+        return tuple(
+            self.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND table_name = ?"
+                " ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+        )
 
     def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self.conn.cursor() as cur:
+        with self._guard(), self.conn.cursor() as cur:
             cur.executemany(sql, rows)
 
     def begin(self) -> None:
-        self.conn.execute("BEGIN")
+        self.execute("BEGIN")
         # One indexer at a time per database; a second one waits, then sees the new cursor.
-        self.conn.execute("SELECT pg_advisory_xact_lock(7717001)")
+        self.execute("SELECT pg_advisory_xact_lock(7717001)")
 
     def commit(self) -> None:
-        self.conn.execute("COMMIT")
+        self.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.conn.execute("ROLLBACK")
+        self.execute("ROLLBACK")
 
     def fulltext(self, query: str, limit: int, rows: int) -> list[tuple[int, float]]:
         terms = query_terms(query)
         if not terms:
             return []
-        rows = self.conn.execute(
+        rows = self.execute(
             "SELECT id, ts_rank_cd(tsv, q) AS r FROM recall_rows,"
             " to_tsquery('english', %s) q WHERE tsv @@ q ORDER BY r DESC LIMIT %s",
             [" | ".join(self.selective(terms, rows)), limit],
@@ -306,31 +489,57 @@ class PostgresIndex(IndexStore):
         return [(r[0], -r[1]) for r in rows]
 
     def doc_frequency(self, term: str) -> int:
-        return self.conn.execute(
-            "SELECT count(*) FROM recall_rows WHERE tsv @@ to_tsquery('english', %s)", [term]
+        return self.execute(
+            "SELECT count(*) FROM recall_rows WHERE tsv @@ to_tsquery('english', ?)", [term]
         ).fetchone()[0]
 
     def clear(self) -> None:
-        with self.conn.transaction():
+        with self._guard(), self.conn.transaction():
             for table in ("recall_rows", "recall_entities", "recall_meta"):
-                self.conn.execute(f"DELETE FROM {table}")
+                self.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:
-        self.conn.close()
+        with self._guard():
+            self.conn.close()
 
 
 def _quoted(term: str) -> str:
     return '"' + term.replace('"', "") + '"'
 
 
+def _sqlite_path(ledger: Ledger) -> Path:
+    path = Path(ledger.store.location)
+    return path.with_name(path.stem + ".recall.db")
+
+
 def open_index(ledger: Ledger) -> IndexStore:
-    """The index for `ledger`'s store: beside the SQLite file, or in the same PostgreSQL."""
-    store = ledger.store
-    dsn = getattr(store, "dsn", None)
+    """The index for `ledger`'s store: beside the SQLite file, or in the same PostgreSQL.
+
+    Raises IndexUnreadable when the index found there cannot be used."""
+    dsn = getattr(ledger.store, "dsn", None)
+    return PostgresIndex(dsn) if dsn else SqliteIndex(_sqlite_path(ledger))
+
+
+def drop_index(ledger: Ledger) -> None:
+    """Remove `ledger`'s index whatever its state, so `open_index` makes a new one.
+
+    Beside a SQLite ledger that is deleting the index file with its -wal, -shm and
+    -journal, which belong to the deleted file and must never be paired with a new one;
+    the ledger's own files are never among them. Another process holding the old file
+    open keeps its (unlinked) copy until it reopens."""
+    dsn = getattr(ledger.store, "dsn", None)
     if dsn:
-        return PostgresIndex(dsn)
-    path = Path(store.location)
-    return SqliteIndex(path.with_name(path.stem + ".recall.db"))
+        PostgresIndex.drop(dsn)
+        return
+    path = _sqlite_path(ledger)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        leftover = path.with_name(path.name + suffix)
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError as exc:
+            raise KeelError(
+                f"cannot delete the recall index file {leftover}: {exc.strerror}"
+            ) from None
 
 
 def to_blob(vector: np.ndarray) -> bytes:

@@ -2,11 +2,18 @@
 fused by reciprocal rank, nudged by recency, filtered by both time axes — and every result
 re-checked against the ledger view asked for, so recall never returns a fact that was not
 valid (or not yet known) at the time asked.
+
+The index is derived data and may be found broken — garbage or truncated bytes, tables
+dropped or altered — when it is opened or while it is in use. Recall then does not fail: it
+answers with plain full text over the ledger itself and says so, and `reindex` rebuilds the
+index whatever its state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,11 +23,12 @@ import numpy as np
 from ..ledger import BadInput, Ledger, View
 from ..ledger.instants import FOREVER, SINCE_ALWAYS, format_instant
 from . import embedders
-from .index_store import IndexStore, open_index
-from .indexer import Indexer, value_hash
-from .memory import ensure_schema
+from .index_store import IndexStore, IndexUnreadable, drop_index, open_index, query_terms
+from .indexer import Indexer, chunks, row_text, searchable, value_hash
 from .model import SURFACES
 
+#: The mode of an answer computed from the ledger because the index could not be read.
+LEDGER_MODE = "ledger-fulltext"
 RRF_K = 60
 CANDIDATES = 200
 #: Recency adds at most this share of a first-place rank: enough to order an update
@@ -91,35 +99,80 @@ def _surface_code(surface: str) -> int:
 
 
 class Recall:
-    """The recall index over one ledger. Thread-safe: one lock around index and ledger."""
+    """The recall index over one ledger. Thread-safe: one lock around index and ledger.
+
+    `store` and `indexer` are None while the index cannot be used (`broken` says why);
+    every call tries to open it again first, since another process may have rebuilt it."""
 
     def __init__(self, ledger: Ledger, embedder: str | None = None):
-        ensure_schema(ledger)
         self.ledger = ledger
-        self.note = ""
+        self.embedder_note = ""
         try:
             self.embedder = embedders.load(embedder)
         except embedders.Unavailable as exc:
-            self.embedder, self.note = None, f"{exc}; recall is full text only"
-        if self.embedder is None and not self.note:
-            self.note = "no embedder is configured; recall is full text only"
+            self.embedder, self.embedder_note = None, f"{exc}; recall is full text only"
+        if self.embedder is None and not self.embedder_note:
+            self.embedder_note = "no embedder is configured; recall is full text only"
+        self.note = self.embedder_note
         self.configured = self.embedder
-        self.store: IndexStore = open_index(ledger)
-        self._check_embedder()
-        self.indexer = Indexer(self.store, ledger, self.embedder)
-        self.cache = _Cache()
         self.lock = threading.RLock()
+        self.cache = _Cache()
+        self.store: IndexStore | None = None
+        self.indexer: Indexer | None = None
+        self.broken: IndexUnreadable | None = None
+        self._usable()
 
     @property
     def mode(self) -> str:
+        if self.store is None:
+            return LEDGER_MODE
         return "hybrid" if self.embedder is not None else "fulltext"
 
-    def _check_embedder(self) -> None:
+    def _open(self) -> None:
+        """Open the index (making it if there is none); raises IndexUnreadable."""
+        store = open_index(self.ledger)
+        try:
+            self._check_embedder(store)
+        except IndexUnreadable:
+            with contextlib.suppress(IndexUnreadable):
+                store.close()
+            raise
+        self.store, self.broken = store, None
+        self.indexer = Indexer(store, self.ledger, self.embedder)
+        self.cache = _Cache()
+
+    def _usable(self) -> bool:
+        """Whether the index is open, opening it if it is not: another process may have
+        rebuilt it since it failed here."""
+        if self.store is None:
+            try:
+                self._open()
+            except IndexUnreadable as exc:
+                self.broken = exc
+        return self.store is not None
+
+    def _broke(self, exc: IndexUnreadable) -> None:
+        """Put a failing index aside: answers come from the ledger until it opens again."""
+        self.broken = exc
+        if self.store is not None:
+            with contextlib.suppress(IndexUnreadable):
+                self.store.close()
+        self.store = self.indexer = None
+        self.cache = _Cache()
+
+    def _broken_note(self) -> str:
+        return (
+            f"{self.broken}; answering with full text over the ledger until 'keel reindex' "
+            "rebuilds the index"
+        )
+
+    def _check_embedder(self, store: IndexStore) -> None:
+        self.embedder, self.note = self.configured, self.embedder_note
         name = self.embedder.name if self.embedder else "none"
-        stored = self.store.meta("embedder")
+        stored = store.meta("embedder")
         if stored is None:
-            self.store.set_meta("embedder", name)
-        elif stored != name and self.store.count():
+            store.set_meta("embedder", name)
+        elif stored != name and store.count():
             # Vectors from another model are meaningless here; keep full text and say so.
             self.note = (
                 f"the index was built with {stored}, not {name}; run 'keel reindex' "
@@ -128,10 +181,29 @@ class Recall:
             self.embedder = None
 
     def close(self) -> None:
-        self.store.close()
+        """Close the index (a later call opens it again rather than calling it unreadable)."""
+        if self.store is not None:
+            with contextlib.suppress(IndexUnreadable):
+                self.store.close()
+        self.store = self.indexer = None
 
     # -- following the ledger -------------------------------------------------------------
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Index what the ledger committed after the index's cursor; returns the rows added.
+
+        A broken index adds nothing and raises nothing: the daemon calls this after every
+        transaction, and a failure there would dead-letter each one (every dead letter being
+        one more transaction). `status` and every answer's note show the breakage."""
+        with self.lock:
+            if not self._usable():
+                return 0
+            try:
+                return self._catch_up(progress)
+            except IndexUnreadable as exc:
+                self._broke(exc)
+                return 0
+
+    def _catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock:
             self._sync_cache()
             added = self.indexer.catch_up(progress, self._follow)
@@ -154,25 +226,63 @@ class Recall:
             self.cache = _Cache.loaded(rows, vecs, cursor)
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the index from the ledger, whatever state it is in; returns the rows.
+
+        An index that opens is emptied in place, since other processes may have it open.
+        One that cannot be opened, read or written is dropped — on SQLite its files are
+        deleted — and made anew. One that is merely held by another process is left alone
+        (IndexUnreadable with `busy`)."""
         with self.lock:
-            if self.configured is not self.embedder:  # built with another model: rebuild
-                self.embedder, self.note = self.configured, ""
-                self.indexer.embedder = self.embedder
-            self.store.clear()
-            self.store.set_meta("embedder", self.embedder.name if self.embedder else "none")
-            self.cache = _Cache()
-            self.cache.cursor = 0
-            return self.catch_up(progress)
+            if self._usable():
+                try:
+                    return self._rebuild(progress)
+                except IndexUnreadable as exc:
+                    self._broke(exc)
+            if self.broken.busy:
+                raise self.broken
+            drop_index(self.ledger)
+            if not self._usable():
+                raise self.broken
+            return self._rebuild(progress)
+
+    def _rebuild(self, progress: Callable[[int, int], None] | None) -> int:
+        # Built with another model, the index is rebuilt with the configured one.
+        self.embedder, self.note = self.configured, self.embedder_note
+        self.indexer.embedder = self.embedder
+        self.store.clear()
+        self.store.set_meta("embedder", self.embedder.name if self.embedder else "none")
+        self.cache = _Cache()
+        self.cache.cursor = 0
+        return self._catch_up(progress)
 
     def status(self) -> dict[str, Any]:
+        """The index's state; `healthy` is false while it cannot be used, and `note` then
+        says why and that `keel reindex` repairs it."""
         with self.lock:
+            head = (self.ledger.store.head() or (0,))[0]
+            if self._usable():
+                try:
+                    return {
+                        "mode": self.mode,
+                        "healthy": True,
+                        "embedder": self.embedder.name if self.embedder else None,
+                        "rows": self.store.count(),
+                        "cursor": self.store.cursor(),
+                        "head": head,
+                        "note": self.note or None,
+                    }
+                except IndexUnreadable as exc:
+                    self._broke(exc)
+            # No index in use: no rows, no transaction followed (as numbers, so that
+            # readers comparing cursor with head see it behind).
             return {
-                "mode": self.mode,
-                "embedder": self.embedder.name if self.embedder else None,
-                "rows": self.store.count(),
-                "cursor": self.store.cursor(),
-                "head": (self.ledger.store.head() or (0,))[0],
-                "note": self.note or None,
+                "mode": LEDGER_MODE,
+                "healthy": False,
+                "embedder": None,
+                "rows": 0,
+                "cursor": 0,
+                "head": head,
+                "note": self._broken_note(),
             }
 
     # -- querying ----------------------------------------------------------------------------
@@ -191,10 +301,21 @@ class Recall:
             raise BadInput(f"{surface!r} is not a memory surface ({', '.join(SURFACES)})")
         if not isinstance(k, int) or not 1 <= k <= 200:
             raise BadInput("k must be a whole number from 1 to 200")
+        with self.lock:
+            if self._usable():
+                try:
+                    return self._search_index(query, surface, as_of, valid_at, k)
+                except IndexUnreadable as exc:
+                    self._broke(exc)
+            return self._search_ledger(query, surface, as_of, valid_at, k)
+
+    def _search_index(
+        self, query: str, surface: str | None, as_of: Any, valid_at: Any, k: int
+    ) -> dict[str, Any]:
         note = self.note
         with self.lock:
             try:
-                self.catch_up()
+                self._catch_up()
             except embedders.Unavailable as exc:
                 note = f"the index is behind the ledger ({exc}); results may miss new items"
             view = self.ledger.view(as_of=as_of, valid_at=valid_at)
@@ -308,3 +429,86 @@ class Recall:
                 }
             )
         return results
+
+    # -- answering without the index ----------------------------------------------------
+    def _search_ledger(
+        self, query: str, surface: str | None, as_of: Any, valid_at: Any, k: int
+    ) -> dict[str, Any]:
+        """Full text over the ledger itself, for when the index cannot be read: the values
+        the view holds for the searchable attributes of its memory items (chunked and
+        grouped as the index does), ranked by how many query terms each matches. It reads
+        every item, so it is slow on a large ledger; it is there to be right, not fast."""
+        view = self.ledger.view(as_of=as_of, valid_at=valid_at)
+        terms = query_terms(query)
+        best: dict[str, tuple[float, str, str, str, str, dict]] = {}
+        for e in view.find("mem/surface", surface) if surface else view.find("mem/surface"):
+            entity = view.get(e) or {}
+            for a, held in entity.items():
+                if not searchable(a):
+                    continue
+                for value in held if isinstance(held, list) else [held]:
+                    if not isinstance(value, str):
+                        continue
+                    key = f"{e}\x00{a}" if a.startswith("fact/") else e
+                    for piece in chunks(row_text(a, value, entity.get("entity/name"))):
+                        score = _term_score(terms, piece)
+                        if score and score > best.get(key, (0.0,))[0]:
+                            best[key] = (score, e, a, value, piece, entity)
+        ranked = sorted(best.values(), key=lambda r: (-r[0], r[1], r[2]))[:k]
+        return {
+            "query": query,
+            "mode": LEDGER_MODE,
+            "note": self._broken_note(),
+            "as_of": view.as_of,
+            "valid_at": format_instant(view.valid_at),
+            "results": [
+                _ledger_result(view, rank, *found) for rank, found in enumerate(ranked, start=1)
+            ],
+        }
+
+
+def _term_score(terms: list[str], text: str) -> float:
+    """How many of `terms` the text holds — a term matches a word it begins, so "tax"
+    finds "taxes" — plus, below one, the share of its words that matched, so a short
+    text about the terms ranks before a long one that mentions them. 0 for no match."""
+
+    def matches(word: str, term: str) -> bool:
+        return word.startswith(term) if len(term) > 2 else word == term
+
+    words = re.findall(r"\w+", text.lower())
+    hit = [t for t in terms if any(matches(w, t) for w in words)]
+    if not hit:
+        return 0.0
+    matched = sum(1 for w in words if any(matches(w, t) for t in hit))
+    return len(hit) + matched / (len(words) + 1)
+
+
+def _ledger_result(
+    view: View, rank: int, score: float, e: str, a: str, value: str, text: str, entity: dict
+) -> dict[str, Any]:
+    """A result in the shape the index gives, its provenance read from the view: the
+    last assertion of the value it sees, and the valid interval holding the view's instant."""
+    added = [d for d in view.history(e, a) if d["op"] == "add" and d["v"] == value]
+    last = max(added, key=lambda d: d["tx"]) if added else {}
+    vf, vt = next(
+        ((f, t) for v, f, t in view.intervals(e, a) if v == value and f <= view.valid_at < t),
+        (SINCE_ALWAYS, FOREVER),
+    )
+    return {
+        "id": e,
+        "surface": entity.get("mem/surface"),
+        "title": entity.get("mem/title") or entity.get("entity/name"),
+        "text": text,
+        "score": round(score, 6),
+        "ranks": {"ledger": rank},
+        "provenance": {
+            "entity": e,
+            "attribute": a,
+            "tx": last.get("tx"),
+            "tx_time": last.get("tx_time"),
+            "author": last.get("author"),
+            "source": entity.get("mem/source"),
+            "valid_from": format_instant(vf),
+            "valid_to": format_instant(vt),
+        },
+    }
