@@ -10,17 +10,19 @@ import pytest
 import yaml
 
 from keel.ledger import BadInput
-from keel.memory.memory import Memory
+from keel.memory.memory import Memory, ensure_schema
 from keel.memory.vault import export, import_vault, merge_text
 
 SUMMARY = "line one\nline two\nline three\nline four\nline five"
 SOURCE_TEXT = "Raw notes about topic X."
 HASH = hashlib.sha256(SOURCE_TEXT.encode()).hexdigest()
-ALICE = "entities/alice-smith.md"
+ALICE = "entities/Alice Smith.md"
+SOURCE = f"sources/{HASH[:8]}.md"
 
 
 def build(ledger) -> dict:
     """A ledger with something on every surface."""
+    ensure_schema(ledger)
     mem = Memory(ledger)
     mem.upsert_entity("Acme", "organisation", summary="A company.")
     mem.upsert_entity(
@@ -92,14 +94,15 @@ def test_export_writes_every_surface_and_an_unedited_import_changes_nothing(ledg
     assert alice["keel"] == {"id": "entity:alice-smith", "version": before}
     assert alice["facts"] == {"lives_in": "Denver", "role": "engineer"}
     assert alice["aliases"] == ["Al"]
-    assert alice["links"] == {"works_at": ["[[entities/acme|Acme]]"]}
+    assert alice["links"] == {"works_at": ["[[entities/Acme|Acme]]"]}
     text = (root / ALICE).read_text()
     assert SUMMARY in text and "Met Alice at the conference" in text
     assert "<!-- keel:generated" in text and "<!-- /keel:generated -->" in text
-    assert (root / "sources" / f"{HASH[:16]}.md").exists()
-    assert front(root / "wiki/topic-x.md")["cites"] == [f"[[sources/{HASH[:16]}]]"]
+    assert (root / SOURCE).exists()
+    assert front(root / "wiki/topic-x.md")["cites"] == [f"[[sources/{HASH[:8]}]]"]
     assert "Use SQLite" in (root / "index.md").read_text()
     assert all("version" in front(p)["keel"] for p in root.rglob("*.md"))
+    assert (root / ".keel" / "vault.json").exists()
     assert list((root / "decisions").glob(f"*-{made['decision']}.md"))
 
     first = snapshot(root)
@@ -197,7 +200,7 @@ def test_sources_and_observations_are_refused_and_deleted_files_left_alone(ledge
     build(ledger)
     root = tmp_path / "v"
     export(ledger, root)
-    source = root / "sources" / f"{HASH[:16]}.md"
+    source = root / SOURCE
     edit(source, SOURCE_TEXT, "Rewritten history.")
     edit(root / ALICE, "Met Alice at the conference", "Never met Alice")
     (root / "canon" / "style.md").unlink()
@@ -205,7 +208,7 @@ def test_sources_and_observations_are_refused_and_deleted_files_left_alone(ledge
 
     report = import_vault(ledger, root)
     refused = {(r["file"], r["field"]): r["detail"] for r in report["refused"]}
-    assert refused[(f"sources/{HASH[:16]}.md", "body")] == "sources are immutable"
+    assert refused[(SOURCE, "body")] == "sources are immutable"
     assert "observations are immutable" in refused[(ALICE, "timeline")]
     assert report["missing"] == [
         {"file": "canon/style.md", "id": "canon:style", "detail": "missing, left alone"}
@@ -262,10 +265,9 @@ def test_new_files_create_items_once(ledger, tmp_path):
     decision = mem.item(created["decision"]["id"])
     assert decision["decision/why"] == "Because the week is done."
     assert decision["decision/alternatives"] == ["Mondays"]
-    # Each new file was replaced by its exported form, keel id and all.
-    assert not (root / "capture" / "quick.md").exists()
-    assert front(root / created["capture"]["now"])["keel"]["id"] == created["capture"]["id"]
-    assert front(root / "entities" / "bob-jones.md")["keel"]["id"] == "entity:bob-jones"
+    # Each new file now carries its keel id, where the user put it.
+    assert front(root / "capture" / "quick.md")["keel"]["id"] == created["capture"]["id"]
+    assert front(root / "entities" / "bob.md")["keel"]["id"] == "entity:bob-jones"
 
     (root / "wiki" / "mine.md").unlink()
     after = head(ledger)
