@@ -207,7 +207,7 @@ def test_parse_valid_schedules():
         ("* * * *", "UTC"),
         ("0 9 * * * *", "UTC"),
         ("0 25 * * *", "UTC"),
-        ("@daily", "UTC"),
+        ("@reboot", "UTC"),
         ("whenever", "UTC"),
         ("", "UTC"),
         ("every", "UTC"),
@@ -1049,6 +1049,83 @@ def test_sync_canon_is_idempotent(env, tmp_path):
     backup, values = get_job(env.ledger, "backup")
     assert backup.schedule == "every 4h" and values["keel.job/paused"] is True
     assert read_canon(tmp_path / "missing.toml", kinds) == []
+
+
+def test_a_job_without_tz_runs_in_the_callers_default_zone(env):
+    job = {"name": "standup", "schedule": "0 9 * * 1-5", "kind": "probe", "run": "ok"}
+    spec = parse_job(job, set(KINDS), default_tz="America/New_York")
+    assert spec.tz == "America/New_York"
+    assert spec.model_dump()["tz"] == "America/New_York"  # stored, not implied
+    # Monday 2026-01-05 09:00 EST.
+    assert iso(spec.parsed_schedule().next_after(START)) == "2026-01-05T14:00:00Z"
+    # An explicit zone wins over the default; a null one is no zone.
+    explicit = parse_job({**job, "tz": "Asia/Tokyo"}, set(KINDS), default_tz="America/New_York")
+    assert explicit.tz == "Asia/Tokyo"
+    assert parse_job({**job, "tz": None}, set(KINDS), default_tz="Europe/Berlin").tz == (
+        "Europe/Berlin"
+    )
+    assert parse_job(job, set(KINDS)).tz == "UTC"
+    # The stored spec keeps its zone whatever the next caller's default is.
+    save_job(env.ledger, spec)
+    stored, _ = get_job(env.ledger, "standup")
+    assert stored.tz == "America/New_York"
+    assert [j["next"] for j in env.scheduler().next_fires(env.ledger)] == ["2026-01-05T14:00:00Z"]
+
+
+@pytest.mark.parametrize(
+    "job, default_tz, message",
+    [
+        ({"tz": "Nowhere/City"}, "UTC", "job tz: 'Nowhere/City' is not a known time zone"),
+        ({"tz": ""}, "UTC", "job tz: '' is not a known time zone"),
+        ({}, "Mars/Olympus_Mons", "job tz: 'Mars/Olympus_Mons' is not a known time zone"),
+    ],
+)
+def test_an_unknown_zone_is_one_sentence(job, default_tz, message):
+    data = {"name": "j", "schedule": "0 9 * * *", "run": "true", **job}
+    with pytest.raises(BadInput) as err:
+        parse_job(data, set(KINDS), default_tz=default_tz)
+    assert str(err.value) == message
+
+
+def test_canon_jobs_take_the_home_zone_once(env, tmp_path):
+    """A canon job without `tz` takes the default zone when it is first synced and keeps
+    it when the home's zone changes later; an explicit `tz` always wins."""
+    path = tmp_path / "cadence.toml"
+    path.write_text(CANON)
+    kinds = set(KINDS)
+    specs = {s.name: s for s in read_canon(path, kinds, default_tz="America/New_York")}
+    assert (specs["backup"].tz, specs["daily-probe"].tz) == ("America/New_York", "Europe/Berlin")
+
+    assert sorted(sync_canon(env.ledger, path, kinds, default_tz="America/New_York")) == [
+        "backup",
+        "daily-probe",
+    ]
+    zones = {name: spec.tz for name, (spec, _) in load_jobs(env.ledger).items()}
+    assert zones == {"backup": "America/New_York", "daily-probe": "Europe/Berlin"}
+
+    # The home moves to Tokyo: nothing that exists moves with it.
+    head = env.head()
+    assert sync_canon(env.ledger, path, kinds, default_tz="Asia/Tokyo") == []
+    assert env.head() == head
+    # A job new to the canon takes the new zone; an edited job keeps its own.
+    path.write_text(
+        CANON.replace('"every 6h"', '"every 4h"')
+        + '\n[[job]]\nname = "tea"\nschedule = "0 15 * * *"\nkind = "probe"\nrun = "ok"\n'
+    )
+    assert sorted(sync_canon(env.ledger, path, kinds, default_tz="Asia/Tokyo")) == [
+        "backup",
+        "tea",
+    ]
+    zones = {name: spec.tz for name, (spec, _) in load_jobs(env.ledger).items()}
+    assert zones == {
+        "backup": "America/New_York",
+        "daily-probe": "Europe/Berlin",
+        "tea": "Asia/Tokyo",
+    }
+    # Writing `tz` is how a job moves.
+    path.write_text(CANON.replace('name = "backup"', 'name = "backup"\ntz = "Asia/Tokyo"'))
+    assert sync_canon(env.ledger, path, kinds, default_tz="UTC") == ["backup"]
+    assert get_job(env.ledger, "backup")[0].tz == "Asia/Tokyo"
 
 
 BAD_CANONS = [

@@ -112,9 +112,10 @@ def test_up_on_a_fresh_home_status_and_clean_shutdown(home):
         # keel status talks to the running daemon.
         cli = json.loads(keel("status", "--json", env={"KEEL_HOME": str(path)}, check=True).stdout)
         assert cli["running"] is True and cli["node"] == status["node"]
-        # A second daemon on the same home says who holds it and exits non-zero.
+        # A second daemon on the same home says who holds it and exits 75 (EX_TEMPFAIL),
+        # the status a service manager is told not to restart on.
         second = keel("up", "--port", "0", env={"KEEL_HOME": str(path)})
-        assert second.returncode != 0
+        assert second.returncode == 75
         assert f"pid {proc.pid}" in second.stderr and "Traceback" not in second.stderr
         # The API needs the token.
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/status")

@@ -3,6 +3,10 @@
 A job is declared in `canon/cadence.toml` (git-friendly; synced into the ledger when the
 daemon starts or `keel cadence sync` runs), or through the CLI and API. The ledger holds the
 spec as JSON on entity `job:<name>`, so its history and author are kept like any fact.
+
+A job without a `tz` runs in the zone its caller gives as the default (the home's zone),
+and the spec stores that zone: a job's fires do not move when the home's zone changes
+later. An explicit `tz` always wins.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..ledger import Ledger
-from ..ledger.errors import BadInput, NotFound
+from ..ledger.errors import BadInput, NotFound, SchemaError
 from ..ledger.instants import from_us
 from .schedule import Schedule, parse_duration, parse_schedule
 
@@ -45,7 +50,8 @@ class JobSpec(BaseModel):
     kind: str = "command"
     run: str = ""
     owner: str = "operator"
-    tz: str = "UTC"
+    # No default: parse_job fills in the caller's zone, so a stored spec always names one.
+    tz: str
     timeout: float = 300.0
     retries: int = Field(0, ge=0, le=100)
     backoff: float = 30.0
@@ -62,6 +68,15 @@ class JobSpec(BaseModel):
     def _name(cls, v: str) -> str:
         if not NAME.match(v):
             raise ValueError("use letters, digits and _ . : - (at most 80)")
+        return v
+
+    @field_validator("tz")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"{v!r} is not a known time zone") from None
         return v
 
     @field_validator(
@@ -106,14 +121,22 @@ class JobSpec(BaseModel):
         return start <= minute < end if start <= end else minute >= start or minute < end
 
 
-def parse_job(data: object, kinds: set[str] | None = None) -> JobSpec:
-    """A checked JobSpec, or BadInput naming the first problem."""
+def parse_job(data: object, kinds: set[str] | None = None, default_tz: str = "UTC") -> JobSpec:
+    """A checked JobSpec, or BadInput naming the first problem.
+
+    A job that gives no `tz` (or `tz = null`) gets `default_tz`, which callers set to the
+    home's zone; the spec then names that zone for good.
+    """
+    if isinstance(data, dict) and data.get("tz") is None:
+        data = {**data, "tz": default_tz}
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "job"
-        raise BadInput(f"job {where}: {err['msg']}") from None
+        # A validator's own sentence, without pydantic's "Value error, " in front of it.
+        reason = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+        raise BadInput(f"job {where}: {reason}") from None
     spec.parsed_schedule()
     if kinds is not None and spec.kind not in kinds:
         raise BadInput(f"job {spec.name}: unknown kind {spec.kind!r} ({', '.join(sorted(kinds))})")
@@ -172,8 +195,16 @@ def set_paused(ledger: Ledger, name: str, paused: bool) -> None:
     )
 
 
-def read_canon(path: Path, kinds: set[str] | None = None) -> list[JobSpec]:
-    """Jobs declared in a cadence TOML file (`[[job]]` tables)."""
+def read_canon(
+    path: Path,
+    kinds: set[str] | None = None,
+    default_tz: str = "UTC",
+    existing_zones: dict[str, str] | None = None,
+) -> list[JobSpec]:
+    """Jobs declared in a cadence TOML file (`[[job]]` tables).
+
+    A job without `tz` gets the zone `existing_zones` gives for its name, else `default_tz`.
+    """
     if not path.exists():
         return []
     try:
@@ -183,15 +214,38 @@ def read_canon(path: Path, kinds: set[str] | None = None) -> list[JobSpec]:
     jobs = data.get("job", [])
     if not isinstance(jobs, list):
         raise BadInput(f"{path}: jobs are [[job]] tables")
-    specs = [parse_job(j, kinds) for j in jobs]
+    zones = existing_zones or {}
+    specs = [parse_job(j, kinds, _zone_for(j, zones, default_tz)) for j in jobs]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise BadInput(f"{path} declares a job name twice")
     return specs
 
 
-def sync_canon(ledger: Ledger, path: Path, kinds: set[str] | None = None) -> list[str]:
-    """Bring canon-declared jobs into the ledger; returns the names that changed."""
-    specs = read_canon(path, kinds)  # a bad file changes nothing, not even the schema
+def sync_canon(
+    ledger: Ledger, path: Path, kinds: set[str] | None = None, default_tz: str = "UTC"
+) -> list[str]:
+    """Bring canon-declared jobs into the ledger; returns the names that changed.
+
+    A canon job without `tz` keeps the zone the ledger already has for it, so a change of
+    the home's zone (`default_tz`) does not move the fires of jobs that exist; only a new
+    job takes `default_tz`. To move a job, write its `tz`.
+    """
+    # Read before anything is written: a bad file changes nothing, not even the schema.
+    specs = read_canon(path, kinds, default_tz, _stored_zones(ledger))
     ensure_schema(ledger)
     return [s.name for s in specs if save_job(ledger, s, "canon")]
+
+
+def _zone_for(table: object, existing_zones: dict[str, str], default_tz: str) -> str:
+    name = table.get("name") if isinstance(table, dict) else None
+    return existing_zones.get(name, default_tz) if isinstance(name, str) else default_tz
+
+
+def _stored_zones(ledger: Ledger) -> dict[str, str]:
+    """Each stored job's zone; none on a ledger that has never held a job."""
+    try:
+        ledger.attribute("keel.job/name")
+    except SchemaError:
+        return {}
+    return {name: spec.tz for name, (spec, _) in load_jobs(ledger).items()}

@@ -17,7 +17,16 @@ from ..ledger.errors import KeelError
 
 
 class AlreadyRunning(KeelError):
-    pass
+    """Another daemon holds this home.
+
+    Its own exit status, 75 (EX_TEMPFAIL from sysexits.h: try again later), lets a service
+    manager tell it from a crash: the systemd unit does not restart on it, and the launchd
+    agent treats it as a clean exit, so neither loops while a terminal daemon runs.
+    """
+
+    exit_code = 75
+    status = 409
+    kind = "already-running"
 
 
 class DaemonLock:
