@@ -7,6 +7,7 @@ skip, saying so, except under CI=true, where a missing server is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -117,3 +118,82 @@ def keel(
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# -- the door and its surfaces ---------------------------------------------------------------
+@pytest.fixture
+def keel_home(store_kind, tmp_path, request, monkeypatch) -> Home:
+    """A home made as `keel init` makes it: key, ledger, keel's attributes, default cadence."""
+    from keel.ops.services import Services
+
+    path = tmp_path / "home"
+    monkeypatch.setenv("KEEL_HOME", str(path))
+    if store_kind == "postgres":
+        monkeypatch.setenv("KEEL_DB", request.getfixturevalue("pg_dsn"))
+    else:
+        monkeypatch.delenv("KEEL_DB", raising=False)
+    services, _ = Services.init(path)
+    services.close()
+    return services.home
+
+
+@pytest.fixture
+def services(keel_home):
+    from keel.ops.services import Services
+
+    s = Services.open(keel_home.path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def door(services):
+    from keel.ops.door import Door
+
+    return Door(services)
+
+
+@pytest.fixture
+def client(keel_home, door) -> str:
+    """A registered identity that is not the operator (an MCP client, say)."""
+    from keel.ops.door import Caller
+
+    door.call("identity.add", {"name": "client"}, Caller(keel_home.operator))
+    return "client"
+
+
+class CliResult:
+    """What one in-process `keel` command line did: its exit status and output."""
+
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+        # The names of a finished subprocess, so tests read the same either way.
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+    def json(self):
+        return json.loads(self.out)
+
+    def lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+    def __repr__(self) -> str:
+        return f"<keel exited {self.code}: out={self.out[:200]!r} err={self.err[:200]!r}>"
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run `keel ...` in this process (the same `main` the console script runs), with
+    `input` as stdin; returns a CliResult. Real processes are kept for what needs one."""
+    import io
+
+    from keel.surfaces.cli.main import main
+
+    def run(*args: str, input: str | bytes | None = None) -> CliResult:
+        capsys.readouterr()
+        data = input.encode() if isinstance(input, str) else (input or b"")
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,8 +1,7 @@
 """What `keel up` runs in one process: the ledger, the bus and the scheduler.
 
 Upper layers compose more onto it (health registers its probe and status section, the
-HTTP API serves it) through `probes`, `kinds` and `status_sections`, so this layer never
-imports them.
+HTTP API serves it) through `probes` and `kinds`, so this layer never imports them.
 """
 
 from __future__ import annotations
@@ -17,16 +16,16 @@ from ..bus import Bus
 from ..cadence import jobs as jobs_mod
 from ..cadence.clock import clock_from_env
 from ..cadence.kinds import KINDS, PROBES
-from ..cadence.runs import run_json, runs_of
 from ..cadence.scheduler import Scheduler, ensure_schema, this_node
 from ..govern.home import Home
 from ..ledger import Ledger
-from ..ledger.instants import format_instant
+from ..memory import rules
 from ..memory.recall import Recall
 
 DEFAULT_CADENCE = """\
 # keel's cadence: recurring jobs. Edit freely; `keel up` and `keel cadence sync` load it.
-# A schedule is a 5-field cron line (with tz), "every 30m", or "at 2026-12-01T09:00".
+# A schedule is a 5-field cron line or @daily-style macro, "every 30m", or
+# "at 2026-12-01T09:00". Times are in the job's `tz`, by default the home's time zone.
 
 [[job]]
 name = "probe.daily"
@@ -49,6 +48,18 @@ def redact(location: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", location)
 
 
+def guarded_ledgers(home: Home) -> Callable[..., Ledger]:
+    """Ledger connections of `home` with memory's rules installed: the default for a
+    runtime built on its own (tests); keel's services pass their own factory."""
+
+    def open_ledger(as_name: str | None = None, **kw) -> Ledger:
+        ledger = home.ledger(as_name, **kw)
+        rules.install(ledger)
+        return ledger
+
+    return open_ledger
+
+
 class Runtime:
     def __init__(
         self,
@@ -57,13 +68,15 @@ class Runtime:
         tick: float = 1.0,
         late_after: float = 60.0,
         grace: float = 10.0,
+        ledgers: Callable[..., Ledger] | None = None,
     ):
         self.home = home
         self.clock = clock or clock_from_env()
+        #: Opens a connection with every write guard installed (`ledgers(as_name)`).
+        self._ledgers = ledgers or guarded_ledgers(home)
         self.node = this_node()
         self.kinds = dict(KINDS)
         self.probes = dict(PROBES)
-        self.status_sections: dict[str, Callable[[Ledger], object]] = {}
         self.bus = Bus(self.open_ledger)
         self.scheduler = Scheduler(
             self.open_ledger,
@@ -85,7 +98,7 @@ class Runtime:
         return self.home.path / "canon" / "cadence.toml"
 
     def open_ledger(self, as_name: str | None = None) -> Ledger:
-        ledger = self.home.ledger(as_name, clock=self.clock.now)
+        ledger = self._ledgers(as_name, clock=self.clock.now)
         ledger.on_commit(self.bus.notify)
         return ledger
 
@@ -105,7 +118,8 @@ class Runtime:
             self.cadence_file.write_text(DEFAULT_CADENCE)
         with self.open_ledger() as ledger:
             ensure_schema(ledger)
-            return jobs_mod.sync_canon(ledger, self.cadence_file, set(self.kinds))
+            zone = self.home.timezone().key  # jobs that name no zone keep the home's time
+            return jobs_mod.sync_canon(ledger, self.cadence_file, set(self.kinds), zone)
 
     def start(self) -> None:
         self.prepare()
@@ -125,36 +139,7 @@ class Runtime:
                 self._recall.close()
                 self._recall = None
 
-    def status(self) -> dict:
-        with self.open_ledger() as ledger:
-            head = ledger.store.head()
-            size = head[0] if head else 0
-            jobs = []
-            nexts = {j["job"]: j for j in self.scheduler.next_fires(ledger)}
-            for spec, values in jobs_mod.load_jobs(ledger).values():
-                last = runs_of(ledger, job=spec.name, limit=1)
-                jobs.append(
-                    {
-                        "name": spec.name,
-                        "schedule": spec.schedule,
-                        "tz": spec.tz,
-                        "kind": spec.kind,
-                        "paused": bool(values.get("keel.job/paused")),
-                        "next": nexts.get(spec.name, {}).get("next"),
-                        "last": run_json(last[-1]) if last else None,
-                    }
-                )
-            out = {
-                "running": self.started_at is not None,
-                "node": self.node,
-                "uptime": round(time.time() - self.started_at, 1) if self.started_at else 0,
-                "now": format_instant(self.clock.now()),
-                "ledger": {"location": redact(str(ledger.store.location)), "transactions": size},
-                "jobs": sorted(jobs, key=lambda j: j["name"]),
-                "subscriptions": self.bus.status(size),
-            }
-            if self._recall is not None:
-                out["recall"] = self._recall.status()
-            for name, section in self.status_sections.items():
-                out[name] = section(ledger)
-        return out
+    def recall_status(self) -> dict | None:
+        """The recall index's status, if this process has loaded it."""
+        with self._recall_lock:
+            return self._recall.status() if self._recall is not None else None

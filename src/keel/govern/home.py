@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import secrets
@@ -22,10 +24,38 @@ from ..ledger import BadInput, KeelError, Ledger, NotFound, Signer
 OPERATOR = "operator"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_CONFIG = {"operator": OPERATOR, "timezone": "UTC", "db": "", "port": 7717}
+#: Where keel records that its ledger failed verification (keel is read-only meanwhile).
+INTEGRITY_FILE = "integrity.json"
 
 
 def home_dir() -> Path:
     return Path(os.environ.get("KEEL_HOME") or "~/.keel").expanduser()
+
+
+def local_zone() -> str:
+    """The system's time zone as an IANA name (TZ, then /etc/localtime, then
+    /etc/timezone), or UTC when it cannot be told."""
+    candidates = [os.environ.get("TZ", "").removeprefix(":")]
+    with contextlib.suppress(OSError):
+        candidates.append(os.readlink("/etc/localtime").partition("zoneinfo/")[2])
+    with contextlib.suppress(OSError):
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    for name in candidates:
+        if name and not name.startswith("/"):
+            try:
+                ZoneInfo(name)
+                return name
+            except (ZoneInfoNotFoundError, ValueError):
+                continue
+    return "UTC"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only (mode 0600), whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
 
 
 @dataclass
@@ -103,6 +133,40 @@ class Home:
         stored = path.read_text().strip().encode()
         return name if secrets.compare_digest(token.encode(), stored) else None
 
+    def integrity_problem(self) -> str | None:
+        """Why the ledger is not to be written, as recorded by the last verification that
+        failed (`keel up`, `keel verify`); None when it verified (or was never checked)."""
+        try:
+            data = json.loads((self.path / INTEGRITY_FILE).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return "the record of the ledger's last verification is unreadable"
+        return str(data.get("problem") or "the ledger failed verification")
+
+    def set_integrity_problem(self, problem: str | None, first_bad: int | None = None) -> None:
+        """Record a failed verification (keel turns read-only), or clear it (None)."""
+        path = self.path / INTEGRITY_FILE
+        if problem is None:
+            path.unlink(missing_ok=True)
+            return
+        _write_private(path, json.dumps({"problem": problem, "first_bad": first_bad}) + "\n")
+
+    def secure(self) -> None:
+        """The home is the operator's alone: folders 0700, files 0600 (keys, token,
+        databases, config). Run at init and whenever a home is opened, so a home made
+        by an older keel is tightened too."""
+        if not self.path.is_dir():
+            return
+        os.chmod(self.path, 0o700)
+        for root, dirs, files in os.walk(self.path):
+            for d in dirs:
+                os.chmod(os.path.join(root, d), 0o700)
+            for f in files:
+                path = os.path.join(root, f)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o600)
+
     def port(self) -> int:
         port = self.config().get("port", 7717)
         if not isinstance(port, int) or not 0 <= port < 65536:
@@ -145,7 +209,11 @@ class Home:
 
     def ledger(self, as_name: str | None = None, **kw) -> Ledger:
         signer = self.signer(as_name) if as_name or self.key_path(self.operator).exists() else None
-        return Ledger.open(self.db_target(), signer=signer, default_tz=self.timezone(), **kw)
+        target = self.db_target()
+        if isinstance(target, Path) and not target.exists() and target.parent.is_dir():
+            # SQLite creates its -wal and -shm files with the database's own mode.
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o600))
+        return Ledger.open(target, signer=signer, default_tz=self.timezone(), **kw)
 
 
 def prepare_home(home: Home) -> bool:
@@ -154,17 +222,17 @@ def prepare_home(home: Home) -> bool:
     for sub in ("", "blobs", "keys", "canon"):
         d = home.path / sub
         if not d.exists():
-            d.mkdir(parents=True)
+            d.mkdir(parents=True, mode=0o700)
             created = True
-    os.chmod(home.keys, 0o700)
     if not home.config_path.exists():
-        home.config_path.write_text(tomli_w.dumps(DEFAULT_CONFIG))
+        # A new home keeps time the way this machine does.
+        config = {**DEFAULT_CONFIG, "timezone": local_zone()}
+        _write_private(home.config_path, tomli_w.dumps(config))
         created = True
     if not home.token_path.exists():
-        fd = os.open(home.token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
+        _write_private(home.token_path, secrets.token_urlsafe(32) + "\n")
         created = True
+    home.secure()
     return created
 
 

@@ -449,16 +449,9 @@ def doctor_probe(
     return Outcome("ok", artifact)
 
 
-def status_section(ledger: Ledger) -> dict:
-    """The `health` part of `keel status`: the open findings and how many there are."""
-    found = open_findings(ledger)
-    return {"count": len(found), "open": [f.to_json() for f in found]}
-
-
 def install(runtime: Runtime, samples: int = 5) -> LagWatch:
-    """Register the `doctor` probe and the `health` status section on a runtime. The probe
-    samples the runtime's bus lag each time it runs; returns the LagWatch it keeps."""
+    """Register the `doctor` probe on a runtime. The probe samples the runtime's bus lag
+    each time it runs; returns the LagWatch it keeps."""
     watch = LagWatch(samples)
     runtime.probes["doctor"] = functools.partial(doctor_probe, lag_watch=watch, bus=runtime.bus)
-    runtime.status_sections["health"] = status_section
     return watch

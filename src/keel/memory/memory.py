@@ -43,7 +43,9 @@ _SHORT = {
 
 
 def ensure_schema(ledger: Ledger, signer: Signer | None = None) -> None:
-    """Declare the memory attributes if this ledger lacks any, and install the rules."""
+    """Declare the memory attributes if this ledger lacks any, and install the rules.
+
+    `keel init` declares them for a home; this is for a bare ledger (tests, embedders)."""
     if any(d["attribute"] not in ledger.schema for d in DECLARATIONS) or any(
         ledger.schema[d["attribute"]].doc != d["doc"] for d in DECLARATIONS
     ):
@@ -81,7 +83,7 @@ class Memory:
     def __init__(self, ledger: Ledger, signer: Signer | None = None):
         self.ledger = ledger
         self.signer = signer
-        ensure_schema(ledger)
+        rules.install(ledger)  # a guard, not a write: constructing memory writes nothing
 
     # -- helpers -------------------------------------------------------------------------
     def _instant(self, value: Any, what: str, default: int | None = None) -> int:
@@ -264,49 +266,47 @@ class Memory:
         e = entity_id(slug)
         alias_list = _strings(aliases, "aliases")
         facts = dict(facts or {})
-        for key in facts:
-            self._declare_fact(key)
+        declare = [_fact_declaration(key) for key in facts]
         since = self._instant(valid_from, "valid_from", self.now())
 
         def build(view: View) -> list[dict]:
-            current = view.get(e) or {}
-            ops = []
-            for a, v in (
-                ("entity/slug", slug),
-                ("entity/name", name),
-                ("entity/kind", kind),
-                ("mem/surface", "entity"),
-                ("mem/text", summary),
-                ("mem/source", source),
-            ):
-                if v is not None and current.get(a) != v:
-                    ops.append({"op": "add", "e": e, "a": a, "v": v, **ALWAYS})
-            for alias in alias_list:
-                if alias not in current.get("entity/aliases", []):
-                    ops.append({"op": "add", "e": e, "a": "entity/aliases", "v": alias, **ALWAYS})
+            ops = self._entity_ops(view, e, slug, name, kind, alias_list, summary, source)
             for key, value in facts.items():
                 ops += _fact_ops(view, e, key, _fact_value(key, value), since, FOREVER)
             ops += self._link_ops(view, e, e, summary or "", frontmatter, since)
             return ops
 
-        res = self.ledger.update(build, f"entity {slug}", signer=self.signer)
+        res = self.ledger.update(build, f"entity {slug}", signer=self.signer, declare=declare)
         return {"id": e, "slug": slug, "tx": res.tx if res else None}
 
-    def _declare_fact(self, key: str) -> None:
-        if not isinstance(key, str) or not FACT_KEY.match(key):
-            raise BadInput(f"fact key {key!r} must be lower snake case, like lives_in")
-        if fact_attr(key) not in self.ledger.schema:
-            self.ledger.declare(
-                [
-                    {
-                        "attribute": fact_attr(key),
-                        "type": "string",
-                        "fulltext": True,
-                        "doc": f"entity fact: {key}",
-                    }
-                ],
-                signer=self.signer,
-            )
+    @staticmethod
+    def _entity_ops(
+        view: View,
+        e: str,
+        slug: str,
+        name: str,
+        kind: str | None,
+        aliases: Iterable[str] = (),
+        summary: str | None = None,
+        source: str | None = None,
+    ) -> list[dict]:
+        """What makes `e` the entity named `name`, leaving out what it already says."""
+        current = view.get(e) or {}
+        ops = []
+        for a, v in (
+            ("entity/slug", slug),
+            ("entity/name", name),
+            ("entity/kind", kind),
+            ("mem/surface", "entity"),
+            ("mem/text", summary),
+            ("mem/source", source),
+        ):
+            if v is not None and current.get(a) != v:
+                ops.append({"op": "add", "e": e, "a": a, "v": v, **ALWAYS})
+        for alias in aliases:
+            if alias not in current.get("entity/aliases", []):
+                ops.append({"op": "add", "e": e, "a": "entity/aliases", "v": alias, **ALWAYS})
+        return ops
 
     def _link_ops(
         self,
@@ -372,16 +372,29 @@ class Memory:
             raise BadInput("valid_to must be after the observation's time")
         if (fact is None) != (value is None):
             raise BadInput("give both a fact and its value, or neither")
+        declare = []
         if fact is not None:
-            self._declare_fact(fact)
+            declare.append(_fact_declaration(fact))
             value = _fact_value(fact, value)
-        try:
-            e = self.resolve(entity)
-        except NotFound:
-            e = self.upsert_entity(entity, kind)["id"]
+        if kind is not None and kind not in self.kinds():
+            raise BadInput(f"{kind!r} is not an entity kind ({', '.join(self.kinds())})")
+        found: dict[str, str] = {}
 
         def build(view: View) -> list[dict]:
-            ops = self._item_ops(
+            # One transaction: a new entity, its observation and the fact it sets stand or
+            # fall together.
+            ops: list[dict] = []
+            try:
+                e = self.resolve(entity, view)
+            except NotFound:
+                name = self._text(entity, "an entity's name").strip()
+                slug = slugify(name)
+                if not slug:
+                    raise BadInput(f"{name!r} makes no usable slug") from None
+                e = entity_id(slug)
+                ops += self._entity_ops(view, e, slug, name, kind)
+            found["entity"] = e
+            ops += self._item_ops(
                 "#obs", "observation", text, source=source, at=when, valid_from=when
             )
             ops.append({"op": "add", "e": "#obs", "a": "obs/entity", "v": e, "valid_from": when})
@@ -394,9 +407,11 @@ class Memory:
             ops += self._link_ops(view, "#obs", e, text, None, when)
             return ops
 
-        res = self.ledger.update(build, f"observe {e}", signer=self.signer)
+        res = self.ledger.update(
+            build, f"observe {entity}", signer=self.signer, declare=declare
+        )
         assert res is not None
-        return {"id": res.tempids["#obs"], "entity": e, "tx": res.tx}
+        return {"id": res.tempids["#obs"], "entity": found["entity"], "tx": res.tx}
 
     def entity(self, ref: str, as_of: Any = None, valid_at: Any = None) -> dict[str, Any]:
         """The compiled view of an entity at a time: name, kind, facts, links."""
@@ -607,6 +622,18 @@ def _strings(values: Iterable[str], what: str) -> list[str]:
             raise BadInput(f"each of {what} must be a non-empty string")
         out.append(v.strip())
     return out
+
+
+def _fact_declaration(key: str) -> dict:
+    """The attribute a fact key is stored under, declared with the write that first uses it."""
+    if not isinstance(key, str) or not FACT_KEY.match(key):
+        raise BadInput(f"fact key {key!r} must be lower snake case, like lives_in")
+    return {
+        "attribute": fact_attr(key),
+        "type": "string",
+        "fulltext": True,
+        "doc": f"entity fact: {key}",
+    }
 
 
 def _fact_value(key: str, value: Any) -> str:

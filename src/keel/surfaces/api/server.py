@@ -1,10 +1,11 @@
 """Serve the HTTP API with uvicorn in a background thread (for the daemon and for tests).
 
-server = serve(runtime)            # binds 127.0.0.1 on the configured port (0 = any)
+server = serve(door, port=7717)    # binds 127.0.0.1 on that port (0 = any free one)
 server.url, server.port            # where it listens
 server.stop()                      # ends event streams, then shuts uvicorn down
 
 The same server answers MCP (streamable HTTP) at /mcp; everything else goes to the API app.
+Both sit behind one gate that checks the Host header and the bearer token.
 uvicorn runs with lifespan off, so the MCP session manager runs around `serve()` on the server
 thread's event loop, and `stop()` ends MCP sessions before uvicorn's graceful shutdown.
 """
@@ -15,27 +16,28 @@ import asyncio
 import socket
 import threading
 import time
-from typing import Any
 
 import uvicorn
 
-from ...ledger import KeelError
+from ...errors import KeelError
+from ...ops.door import Door
 from ..mcp.server import McpHttp
-from .app import create_app
+from .app import OPENAPI, SCOPE_CALLER, Gate, allowed_hosts, create_app
 
 
 class ApiServer:
     """A uvicorn server for the API, running in a thread of its own."""
 
-    def __init__(self, runtime: Any, host: str = "127.0.0.1", port: int | None = None):
-        self.runtime = runtime
+    def __init__(self, door: Door, host: str = "127.0.0.1", port: int = 0):
+        self.door = door
         self.host = host
-        self.app = create_app(runtime)
-        self.mcp = McpHttp(runtime, host)
-        self._sock = _bind(host, runtime.home.port() if port is None else port)
+        self._sock = _bind(host, port)
         self.port: int = self._sock.getsockname()[1]
+        self.app = create_app(door)
+        self.mcp = McpHttp(door, SCOPE_CALLER, host)
+        gated = Gate(self.mcp.mount(self.app), door, allowed_hosts(host, self.port), [OPENAPI])
         self.config = uvicorn.Config(
-            self.mcp.mount(self.app),
+            gated,
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -80,7 +82,6 @@ class ApiServer:
     def stop(self, timeout: float = 10.0) -> None:
         """End open event streams, stop accepting, let requests in flight finish."""
         self.app.state.stopping.set()
-        self.app.state.waker.notify()
         self.mcp.close()
         self.server.should_exit = True
         if self._thread is not None:
@@ -114,6 +115,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(runtime: Any, host: str = "127.0.0.1", port: int | None = None) -> ApiServer:
-    """Start the API for `runtime` in a background thread; `.stop()` it when done."""
-    return ApiServer(runtime, host, port).start()
+def serve(door: Door, host: str = "127.0.0.1", port: int = 0) -> ApiServer:
+    """Start the API and MCP for `door` in a background thread; `.stop()` it when done."""
+    return ApiServer(door, host, port).start()

@@ -1,48 +1,30 @@
-"""CLI commands for memory and recall: recall, reindex, remember, working, entity, decide,
-decisions, canon, episode, capture, daybook, wiki and vault.
+"""Memory commands: recall, reindex, remember, working, entity, decide, decisions, canon,
+episode, capture, daybook, wiki and vault.
 
-Writes sign as the operator unless `--as NAME` names another identity with a key in the
-home. Read commands offer `--json`. Mistakes are raised by the memory layer (BadInput,
-NotFound, Refused) and reported by `main.run` as one line on stderr.
+Writes act as the operator unless `--as NAME` names another identity with a key in the
+home; the door then applies that identity's rights. Read commands offer `--json`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import sys
-import time
-from collections.abc import Iterator
-from datetime import UTC
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markdown import Markdown
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from ...govern.home import Home, home_dir
-from ...ledger import BadInput, Conflict, Ledger
-from ...ledger.instants import from_us
-from ...memory import vault
-from ...memory.memory import Memory
-from ...memory.model import slugify
-from ...memory.recall import Recall
-from ...memory.wiki import Wiki
-
-out = Console()
-err = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-AsOpt = Annotated[
-    str | None, typer.Option("--as", help="Sign as this identity (a key in the home).")
-]
-AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="A tx id, tx hash or instant.")]
-ValidAtOpt = Annotated[str | None, typer.Option("--valid-at", help="An instant.")]
-AtOpt = Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8601).")]
-SourceArg = Annotated[str, typer.Argument(help="A file, or - for stdin.")]
+from .adapter import (
+    AsOfOpt,
+    AsOpt,
+    JsonFlag,
+    ValidAtOpt,
+    call,
+    emit,
+    local,
+    out,
+    read_text,
+    snippet,
+    table,
+)
 
 entity_app = typer.Typer(no_args_is_help=True, help="The brain: entities, facts, timelines.")
 canon_app = typer.Typer(no_args_is_help=True, help="Source-of-truth rules (operator only).")
@@ -50,46 +32,13 @@ episode_app = typer.Typer(no_args_is_help=True, help="Agents' session transcript
 wiki_app = typer.Typer(no_args_is_help=True, help="The topic wiki: sources and articles.")
 vault_app = typer.Typer(no_args_is_help=True, help="Memory as an Obsidian vault.")
 
-
-# -- helpers ---------------------------------------------------------------------------------
-def _home() -> Home:
-    return Home(home_dir())
-
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
-
-
-@contextlib.contextmanager
-def _memory(as_name: str | None = None) -> Iterator[Memory]:
-    """Memory over a ledger of this command's own, signing as `as_name` (or the operator)."""
-    with _home().ledger(as_name) as ledger:
-        yield Memory(ledger)
-
-
-@contextlib.contextmanager
-def _recall() -> Iterator[Recall]:
-    home = _home()
-    embedder = home.config().get("recall", {}).get("embedder")
-    with home.ledger() as ledger:
-        recall = Recall(ledger, embedder=embedder)
-        try:
-            yield recall
-        finally:
-            recall.close()
-
-
-def _read_text(source: str) -> str:
-    """The text of FILE, or stdin for `-`."""
-    try:
-        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"cannot read {source}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{source} is not UTF-8 text") from None
+AtOpt = Annotated[str | None, typer.Option("--at", help="When it happened (ISO 8601).")]
+SourceArg = Annotated[str, typer.Argument(help="A file, or - for stdin.")]
 
 
 def _facts(pairs: list[str] | None) -> dict[str, str]:
+    from ...errors import BadInput
+
     facts: dict[str, str] = {}
     for pair in pairs or ():
         key, sep, value = pair.partition("=")
@@ -99,31 +48,30 @@ def _facts(pairs: list[str] | None) -> dict[str, str]:
     return facts
 
 
-def _snippet(text: Any, n: int = 70) -> str:
-    text = " ".join(str(text or "").split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _interval(vf: str | None, vt: str | None) -> str:
-    return f"{vf or '-∞'} → {vt or '∞'}"
-
-
-def _items_table(items: list[dict], *columns: str) -> Table:
-    table = Table("id", *columns)
+def _items_table(items: list[Any], *columns: str) -> Any:
+    t = table("id", *columns)
     for item in items:
-        row = [item["id"]]
+        data = item.model_dump(by_alias=True)
+        row = [item.id]
         for c in columns:
-            value = item.get(c)
-            row.append(_snippet(", ".join(value) if isinstance(value, list) else value))
-        table.add_row(*row)
-    return table
+            value = data.get(c)
+            if c == "at":
+                row.append(local(value))
+                continue
+            row.append(snippet(", ".join(value) if isinstance(value, list) else value))
+        t.add_row(*row)
+    return t
 
 
-def _today(ledger: Ledger) -> str:
-    return from_us(ledger.clock()).astimezone(ledger.default_tz or UTC).date().isoformat()
+def _written(result: Any, what: str | None = None) -> None:
+    name = what or result.id
+    if getattr(result, "tx", None) is None:
+        out().print(f"{name} already says that; nothing written")
+    else:
+        out().print(f"{name} (tx {result.tx})")
 
 
-# -- recall ----------------------------------------------------------------------------------
+# -- recall -----------------------------------------------------------------------------------
 def recall(
     query: str,
     surface: Annotated[str | None, typer.Option(help="Only this memory surface.")] = None,
@@ -133,60 +81,56 @@ def recall(
     as_json: JsonFlag = False,
 ) -> None:
     """Search memory: full text and vectors, fused, as of and valid at the times asked."""
-    with _recall() as index:
-        found = index.search(query, surface=surface, as_of=as_of, valid_at=valid_at, k=k)
-    if found["mode"] == "fulltext" and found.get("note"):
-        sys.stderr.write(f"keel: {found['note']}\n")
+    found = call(
+        "recall.search",
+        {"query": query, "surface": surface, "as_of": as_of, "valid_at": valid_at, "k": k},
+    )
+    if found.note:
+        sys.stderr.write(f"keel: {found.note}\n")
     if as_json:
-        _emit(found)
+        return emit("recall.search", found)
+    if not found.results:
+        out().print(f"nothing recalled for {query!r}")
         return
-    if not found["results"]:
-        out.print(f"nothing recalled for {query!r}")
-        return
-    table = Table("surface", "title / text", "author", "tx", "valid")
-    for r in found["results"]:
-        p = r["provenance"]
-        title, text = r["title"] or "", r["text"] or ""
+    t = table("surface", "title / text", "author", "tx", "valid")
+    for r in found.results:
+        p = r.provenance
+        title, text = r.title or "", r.text or ""
         text = text if text.startswith(title) else f"{title}: {text}"
-        table.add_row(
-            r["surface"],
-            _snippet(text, 80),
-            p["author"] or "",
-            str(p["tx"]),
-            _interval(p["valid_from"], p["valid_to"]),
-        )
-    out.print(table)
+        valid = f"{local(p.valid_from) or '-∞'} → {local(p.valid_to) or '∞'}"
+        t.add_row(r.surface, snippet(text, 80), p.author or "", str(p.tx), valid)
+    out().print(t)
 
 
-def reindex() -> None:
-    """Rebuild the recall index from the whole ledger."""
-    started = time.monotonic()
-    with (
-        _recall() as index,
-        Progress(
-            TextColumn("indexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        ) as bar,
-    ):
+def reindex(as_json: JsonFlag = False) -> None:
+    """Rebuild the recall index from the whole ledger, whatever state it is in."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .adapter import err
+
+    with Progress(
+        TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), console=err(), transient=True
+    ) as bar:
         task = bar.add_task("tx", total=None)
+        result = call(
+            "recall.reindex",
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        return emit("recall.reindex", result)
+    rate = result.reindexed / max(result.seconds, 1e-6)
+    out().print(
+        f"reindexed {result.reindexed} rows in {result.seconds:.2f}s "
+        f"({rate:.0f} rows/s, {result.mode})"
+    )
 
-        def progress(cursor: int, head: int) -> None:
-            bar.update(task, completed=cursor, total=head)
 
-        rows = index.reindex(progress=progress)
-        mode = index.mode
-    seconds = max(time.monotonic() - started, 1e-6)
-    out.print(f"reindexed {rows} rows in {seconds:.2f}s ({rows / seconds:.0f} rows/s, {mode})")
-
-
-# -- working memory ----------------------------------------------------------------------------
+# -- working memory ------------------------------------------------------------------------------
 def remember(
     text: str,
-    scope: Annotated[str, typer.Option(help="The agent or run it belongs to.")],
+    scope: Annotated[
+        str | None, typer.Option(help="The agent or run it belongs to (default: you).")
+    ] = None,
     ttl: Annotated[str | None, typer.Option(help="How long it lasts: 90s, 30m, 2h, 1d.")] = None,
     expires: Annotated[str | None, typer.Option(help="When it expires (ISO 8601).")] = None,
     title: Annotated[str | None, typer.Option(help="A short title.")] = None,
@@ -194,12 +138,14 @@ def remember(
     as_json: JsonFlag = False,
 ) -> None:
     """Keep a note in working memory until it expires (default 24h)."""
-    with _memory(as_name) as mem:
-        res = mem.remember(text, scope=scope, ttl=ttl, expires=expires, title=title)
+    res = call(
+        "memory.remember",
+        {"text": text, "scope": scope, "ttl": ttl, "expires": expires, "title": title},
+        as_name,
+    )
     if as_json:
-        _emit(res)
-    else:
-        out.print(f"remembered {res['id']} until {res['expires']} (tx {res['tx']})")
+        return emit("memory.remember", res)
+    out().print(f"remembered {res.id} until {local(res.expires)} (tx {res.tx})")
 
 
 def working(
@@ -207,15 +153,13 @@ def working(
     as_json: JsonFlag = False,
 ) -> None:
     """Working memory that has not expired."""
-    with _memory() as mem:
-        items = mem.working(scope)
+    items = call("memory.working", {"scope": scope})
     if as_json:
-        _emit(items)
-    else:
-        out.print(_items_table(items, "scope", "text"))
+        return emit("memory.working", items)
+    out().print(_items_table(items, "scope", "text"))
 
 
-# -- entities ----------------------------------------------------------------------------------
+# -- entities -----------------------------------------------------------------------------------
 @entity_app.command("add")
 def entity_add(
     name: str,
@@ -230,17 +174,21 @@ def entity_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an entity or add to it."""
-    facts = _facts(fact)
-    with _memory(as_name) as mem:
-        res = mem.upsert_entity(
-            name, kind, aliases=alias or (), summary=summary, facts=facts, valid_from=valid_from
-        )
+    res = call(
+        "memory.entity.add",
+        {
+            "name": name,
+            "kind": kind,
+            "facts": _facts(fact),
+            "aliases": alias or [],
+            "summary": summary,
+            "valid_from": valid_from,
+        },
+        as_name,
+    )
     if as_json:
-        _emit(res)
-    elif res["tx"] is None:
-        out.print(f"{res['id']} already says that; nothing written")
-    else:
-        out.print(f"{res['id']} in tx {res['tx']}")
+        return emit("memory.entity.add", res)
+    _written(res)
 
 
 @entity_app.command("show")
@@ -248,46 +196,49 @@ def entity_show(
     ref: str, as_of: AsOfOpt = None, valid_at: ValidAtOpt = None, as_json: JsonFlag = False
 ) -> None:
     """An entity as it stood: name, kind, facts, links."""
-    with _memory() as mem:
-        found = mem.entity(ref, as_of=as_of, valid_at=valid_at)
+    found = call("memory.entity.show", {"ref": ref, "as_of": as_of, "valid_at": valid_at})
     if as_json:
-        _emit(found)
-        return
-    title = f"{found.get('entity/name', found['id'])} ({found.get('entity/kind') or 'entity'})"
-    table = Table("", "", title=title, show_header=False)
-    table.add_row("id", found["id"])
-    if found.get("entity/aliases"):
-        table.add_row("aliases", ", ".join(found["entity/aliases"]))
-    for key, value in sorted((found.get("facts") or {}).items()):
-        table.add_row(key, str(value))
-    for link in found["links"]:
-        arrow = "→" if link["direction"] == "out" else "←"
-        table.add_row(link["type"] or "link", f"{arrow} {link['entity']}")
-    table.add_row("observations", str(found["observations"]))
-    table.add_row("valid at", found["valid_at"] or "")
-    out.print(table)
-    if found.get("text"):
-        out.print(Markdown(found["text"]))
+        return emit("memory.entity.show", found)
+    data = found.model_dump(by_alias=True)
+    name = data.get("entity/name") or found.id
+    t = table("", "", title=f"{name} ({data.get('entity/kind') or 'entity'})")
+    t.show_header = False
+    t.add_row("id", found.id)
+    if data.get("entity/aliases"):
+        t.add_row("aliases", ", ".join(data["entity/aliases"]))
+    for key, value in sorted((found.facts or {}).items()):
+        t.add_row(key, str(value))
+    for link in found.links:
+        arrow = "→" if link.direction == "out" else "←"
+        t.add_row(link.type or "link", f"{arrow} {link.entity}")
+    t.add_row("observations", str(found.observations))
+    t.add_row("valid at", local(found.valid_at))
+    out().print(t)
+    if found.text:
+        from rich.markdown import Markdown
+
+        out().print(Markdown(found.text))
 
 
 @entity_app.command("timeline")
 def entity_timeline(ref: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> None:
     """Observations and fact changes, oldest first."""
-    with _memory() as mem:
-        events = mem.timeline(ref, as_of=as_of)
+    found = call("memory.entity.timeline", {"ref": ref, "as_of": as_of})
     if as_json:
-        _emit(events)
-        return
-    table = Table("at", "type", "what", "author / until")
-    for ev in events:
-        if ev["type"] == "observation":
-            what = _snippet(ev["text"])
-            if ev["fact"]:
-                what += f" [{ev['fact']}={ev['value']}]"
-            table.add_row(ev["at"], "observation", what, ev["author"] or "")
+        return emit("memory.entity.timeline", found)
+    t = table("at", "type", "what", "author / until")
+    for ev in found.events:
+        data = ev.model_dump()
+        if ev.type == "observation":
+            what = snippet(data.get("text"))
+            if ev.fact:
+                what += f" [{ev.fact}={ev.value}]"
+            t.add_row(local(ev.at), "observation", what, data.get("author") or "")
         else:
-            table.add_row(ev["at"], "fact", f"{ev['fact']} = {ev['value']}", ev["valid_to"] or "∞")
-    out.print(table)
+            t.add_row(
+                local(ev.at), "fact", f"{ev.fact} = {ev.value}", local(data.get("valid_to")) or "∞"
+            )
+    out().print(t)
 
 
 @entity_app.command("observe")
@@ -300,43 +251,53 @@ def entity_observe(
     valid_to: Annotated[
         str | None, typer.Option("--valid-to", help="When the fact stops holding.")
     ] = None,
+    kind: Annotated[str | None, typer.Option(help="The kind of a new entity.")] = None,
     as_name: AsOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Record a dated, sourced observation on an entity's timeline."""
+    """Record a dated, sourced observation on an entity's timeline (one transaction)."""
     key = value = None
     if fact is not None:
         ((key, value),) = _facts([fact]).items()
-    with _memory(as_name) as mem:
-        res = mem.observe(ref, text, at=at, source=source, fact=key, value=value, valid_to=valid_to)
+    res = call(
+        "memory.observe",
+        {
+            "entity": ref,
+            "text": text,
+            "at": at,
+            "source": source,
+            "fact": key,
+            "value": value,
+            "valid_to": valid_to,
+            "kind": kind,
+        },
+        as_name,
+    )
     if as_json:
-        _emit(res)
-    else:
-        out.print(f"observed {res['entity']} as {res['id']} (tx {res['tx']})")
+        return emit("memory.observe", res)
+    out().print(f"observed {res.entity} as {res.id} (tx {res.tx})")
 
 
 @entity_app.command("kinds")
 def entity_kinds(as_json: JsonFlag = False) -> None:
     """The entity kinds there are."""
-    with _memory() as mem:
-        kinds = mem.kinds()
+    kinds = call("memory.entity.kinds")
     if as_json:
-        _emit(kinds)
-    else:
-        for kind in kinds:
-            out.print(kind)
+        return emit("memory.entity.kinds", kinds)
+    for kind in kinds:
+        out().print(kind)
 
 
 @entity_app.command("add-kind")
-def entity_add_kind(name: str, as_name: AsOpt = None) -> None:
+def entity_add_kind(name: str, as_name: AsOpt = None, as_json: JsonFlag = False) -> None:
     """Add an entity kind."""
-    with _memory(as_name) as mem:
-        res = mem.add_kind(name)
-    kind = slugify(name)
-    out.print(f"kind {kind} added (tx {res.tx})" if res else f"kind {kind} already exists")
+    res = call("memory.entity.add_kind", {"name": name}, as_name)
+    if as_json:
+        return emit("memory.entity.add_kind", res)
+    out().print(f"kind {res.kind} added (tx {res.tx})" if res.tx else f"kind {res.kind} exists")
 
 
-# -- decisions ---------------------------------------------------------------------------------
+# -- decisions ------------------------------------------------------------------------------------
 def decide(
     title: str,
     why: Annotated[str, typer.Option("--why", help="Why it was decided.")],
@@ -352,19 +313,21 @@ def decide(
     as_json: JsonFlag = False,
 ) -> None:
     """Log a decision: what, why, alternatives, evidence."""
-    with _memory(as_name) as mem:
-        res = mem.log_decision(
-            title,
-            why,
-            alternatives=alt or (),
-            evidence=evidence or (),
-            at=at,
-            supersedes=supersedes,
-        )
+    res = call(
+        "memory.decide",
+        {
+            "title": title,
+            "why": why,
+            "alternatives": alt or [],
+            "evidence": evidence or [],
+            "at": at,
+            "supersedes": supersedes,
+        },
+        as_name,
+    )
     if as_json:
-        _emit(res)
-    else:
-        out.print(f"decision {res['id']} (tx {res['tx']})")
+        return emit("memory.decide", res)
+    out().print(f"decision {res.id} (tx {res.tx})")
 
 
 def decisions(
@@ -372,55 +335,49 @@ def decisions(
     as_json: JsonFlag = False,
 ) -> None:
     """Decisions, newest first."""
-    with _memory() as mem:
-        items = mem.items("decision", limit=limit)
+    items = call("memory.decisions", {"limit": limit})
     if as_json:
-        _emit(items)
-    else:
-        out.print(_items_table(items, "at", "title", "decision/why", "decision/by"))
+        return emit("memory.decisions", items)
+    out().print(_items_table(items, "at", "title", "decision/why", "decision/by"))
 
 
-# -- canon -------------------------------------------------------------------------------------
+# -- canon --------------------------------------------------------------------------------------
 @canon_app.command("set")
 def canon_set(
     name: str,
     source: SourceArg,
     title: Annotated[str | None, typer.Option(help="A title.")] = None,
     as_name: AsOpt = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Write a canon document from FILE or stdin (only the operator may)."""
-    body = _read_text(source)
-    with _memory(as_name) as mem:
-        res = mem.write_canon(name, body, title)
-    if res["tx"] is None:
-        out.print(f"{res['id']} already says that; nothing written")
-    else:
-        out.print(f"{res['id']} (tx {res['tx']})")
+    res = call(
+        "memory.canon.set", {"name": name, "text": read_text(source), "title": title}, as_name
+    )
+    if as_json:
+        return emit("memory.canon.set", res)
+    _written(res)
 
 
 @canon_app.command("list")
 def canon_list(as_json: JsonFlag = False) -> None:
     """Canon documents."""
-    with _memory() as mem:
-        items = mem.canon()
+    items = call("memory.canon.list")
     if as_json:
-        _emit(items)
-    else:
-        out.print(_items_table(items, "canon/name", "title"))
+        return emit("memory.canon.list", items)
+    out().print(_items_table(items, "canon/name", "title"))
 
 
 @canon_app.command("show")
 def canon_show(name: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> None:
     """One canon document's text."""
-    with _memory() as mem:
-        item = mem.item(f"canon:{slugify(name)}", as_of=as_of)
+    item = call("memory.canon.show", {"name": name, "as_of": as_of})
     if as_json:
-        _emit(item)
-    else:
-        sys.stdout.write(item.get("text", "").rstrip("\n") + "\n")
+        return emit("memory.canon.show", item)
+    sys.stdout.write((item.text or "").rstrip("\n") + "\n")
 
 
-# -- episodes, capture, daybook ----------------------------------------------------------------
+# -- episodes, capture, daybook -----------------------------------------------------------------
 @episode_app.command("add")
 def episode_add(
     source: SourceArg,
@@ -432,13 +389,20 @@ def episode_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Record a transcript from FILE or stdin."""
-    text = _read_text(source)
-    with _memory(as_name) as mem:
-        res = mem.add_episode(text, agent=agent, title=title, session=session, at=at)
+    res = call(
+        "memory.episode.add",
+        {
+            "text": read_text(source),
+            "agent": agent,
+            "title": title,
+            "session": session,
+            "at": at,
+        },
+        as_name,
+    )
     if as_json:
-        _emit(res)
-    else:
-        out.print(f"episode {res['id']} (tx {res['tx']})")
+        return emit("memory.episode.add", res)
+    out().print(f"episode {res.id} (tx {res.tx})")
 
 
 def capture(
@@ -449,12 +413,10 @@ def capture(
     as_json: JsonFlag = False,
 ) -> None:
     """Quick capture: keep a raw note."""
-    with _memory(as_name) as mem:
-        res = mem.capture(text, source=source, tags=tag or ())
+    res = call("memory.capture", {"text": text, "source": source, "tags": tag or []}, as_name)
     if as_json:
-        _emit(res)
-    else:
-        out.print(f"captured {res['id']} (tx {res['tx']})")
+        return emit("memory.capture", res)
+    out().print(f"captured {res.id} (tx {res.tx})")
 
 
 def daybook(
@@ -465,31 +427,28 @@ def daybook(
     as_json: JsonFlag = False,
 ) -> None:
     """Add to the daybook, or show a day of it (today by default)."""
+    from ...errors import BadInput
+
     if text is not None:
         if day is not None:
             raise BadInput("--day picks a day to show; to date a new entry use --at")
-        with _memory(as_name) as mem:
-            res = mem.daybook(text, at=at)
+        res = call("memory.daybook.add", {"text": text, "at": at}, as_name)
         if as_json:
-            _emit(res)
-        else:
-            out.print(f"daybook {res['day']}: {res['id']} (tx {res['tx']})")
+            return emit("memory.daybook.add", res)
+        out().print(f"daybook {res.day}: {res.id} (tx {res.tx})")
         return
     if at is not None or as_name is not None:
         raise BadInput("--at and --as apply to a new entry; give its text")
-    with _memory() as mem:
-        day = day or _today(mem.ledger)
-        entries = mem.day(day)
+    entries = call("memory.daybook.day", {"day": day})
     if as_json:
-        _emit(entries)
-    elif not entries:
-        out.print(f"nothing in the daybook for {day}")
-    else:
-        for entry in entries:
-            out.print(f"[dim]{entry.get('at', '')}[/] {entry.get('text', '')}", highlight=False)
+        return emit("memory.daybook.day", entries)
+    if not entries:
+        out().print(f"nothing in the daybook for {day or 'today'}")
+    for entry in entries:
+        out().print(f"[dim]{local(entry.at)}[/] {entry.text or ''}", markup=True)
 
 
-# -- wiki --------------------------------------------------------------------------------------
+# -- wiki ---------------------------------------------------------------------------------------
 @wiki_app.command("add-source")
 def wiki_add_source(
     source: SourceArg,
@@ -500,14 +459,30 @@ def wiki_add_source(
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest a raw source from FILE or stdin (the same text twice is one source)."""
-    text = _read_text(source)
-    with _memory(as_name) as mem:
-        res = Wiki(mem).add_source(text, title=title, url=url, topics=topic or ())
+    res = call(
+        "wiki.source.add",
+        {"text": read_text(source), "title": title, "url": url, "topics": topic or []},
+        as_name,
+    )
     if as_json:
-        _emit(res)
-    else:
-        state = "already known" if res["duplicate"] else "ingested"
-        out.print(f"{res['id']} {state} ({res['hash']})")
+        return emit("wiki.source.add", res)
+    state = "already known" if res.duplicate else "ingested"
+    out().print(f"{res.id} {state} ({res.hash})")
+
+
+@wiki_app.command("sources")
+def wiki_sources(
+    topic: Annotated[str | None, typer.Option(help="Only sources about this topic.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Sources, newest first."""
+    found = call("wiki.sources", {"topic": topic})
+    if as_json:
+        return emit("wiki.sources", found)
+    t = table("id", "title", "topics", "at")
+    for s in found:
+        t.add_row(s.id, snippet(s.title or s.text), ", ".join(s.topics), local(s.at))
+    out().print(t)
 
 
 @wiki_app.command("write")
@@ -521,41 +496,39 @@ def wiki_write(
     as_json: JsonFlag = False,
 ) -> None:
     """Compile an article from FILE or stdin; its [[sources/<hash>]] citations must resolve."""
-    body = _read_text(source)
-    with _memory(as_name) as mem:
-        res = Wiki(mem).write_article(slug, body, title=title, topic=topic, tags=tag)
+    res = call(
+        "wiki.article.write",
+        {"slug": slug, "body": read_text(source), "title": title, "topic": topic, "tags": tag},
+        as_name,
+    )
     if as_json:
-        _emit(res)
-    elif res["tx"] is None:
-        out.print(f"{res['id']} already says that; nothing written")
-    else:
-        out.print(f"{res['id']} (tx {res['tx']})")
+        return emit("wiki.article.write", res)
+    _written(res)
 
 
 @wiki_app.command("show")
 def wiki_show(slug: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> None:
     """One article."""
-    with _memory() as mem:
-        article = Wiki(mem).article(slug, as_of=as_of)
+    article = call("wiki.article.show", {"slug": slug, "as_of": as_of})
     if as_json:
-        _emit(article)
-        return
-    out.print(f"[bold]{article['title']}[/] ({article['slug']}, topic {article['topic'] or '-'})")
-    out.print(Markdown(article["body"] or ""))
+        return emit("wiki.article.show", article)
+    from rich.markdown import Markdown
+
+    topic = article.topic or "-"
+    out().print(f"[bold]{article.title}[/] ({article.slug}, topic {topic})", markup=True)
+    out().print(Markdown(article.body or ""))
 
 
 @wiki_app.command("index")
 def wiki_index(as_json: JsonFlag = False) -> None:
     """Articles grouped by topic."""
-    with _memory() as mem:
-        groups = Wiki(mem).index()
+    groups = call("wiki.index")
     if as_json:
-        _emit(groups)
-        return
+        return emit("wiki.index", groups)
     for group in groups:
-        out.print(f"[bold]{group['topic']}[/]", highlight=False)
-        for a in group["articles"]:
-            out.print(f"  {a['slug']}: {a['title']} ({a['sources']} sources)", highlight=False)
+        out().print(f"[bold]{group.topic}[/]", markup=True)
+        for a in group.articles:
+            out().print(f"  {a.slug}: {a.title} ({a.sources} sources)")
 
 
 @wiki_app.command("log")
@@ -564,15 +537,13 @@ def wiki_log(
     as_json: JsonFlag = False,
 ) -> None:
     """What was ingested, compiled and fixed, newest first."""
-    with _memory() as mem:
-        entries = Wiki(mem).log(limit)
+    entries = call("wiki.log", {"limit": limit})
     if as_json:
-        _emit(entries)
-        return
-    table = Table("tx", "time", "op", "target", "author")
+        return emit("wiki.log", entries)
+    t = table("tx", "time", "op", "target", "author")
     for e in entries:
-        table.add_row(str(e["tx"]), e["time"], e["op"], e["target"], e["author"])
-    out.print(table)
+        t.add_row(str(e.tx), local(e.time), e.op or "", e.target or "", e.author)
+    out().print(t)
 
 
 @wiki_app.command("lint")
@@ -582,64 +553,73 @@ def wiki_lint(
     as_json: JsonFlag = False,
 ) -> None:
     """Where the wiki has drifted; exit 1 while findings remain (after any fixes)."""
-    with _memory(as_name) as mem:
-        wiki = Wiki(mem)
-        fixed = wiki.fix() if fix else []
-        findings = wiki.lint()
-    if as_json:
-        _emit({"fixed": fixed, "findings": findings})
+    if fix:
+        report = call("wiki.fix", {}, as_name)
+        fixed, findings = report.fixed, report.findings
+        if as_json:
+            emit("wiki.fix", report)
     else:
+        fixed, findings = [], call("wiki.lint", {}, as_name)
+        if as_json:
+            from .adapter import emit_data, to_json
+
+            emit_data({"fixed": [], "findings": to_json("wiki.lint", findings)})
+    if not as_json:
         for f in fixed:
-            out.print(f"[green]fixed[/] {f['kind']} {f['target']}: {f['detail']}", highlight=False)
+            out().print(f"[green]fixed[/] {f.kind} {f.target}: {f.detail}", markup=True)
         for f in findings:
-            mark = " (fixable)" if f["fixable"] else ""
-            out.print(f"[red]✗[/] {f['kind']} {f['target']}: {f['detail']}{mark}", highlight=False)
+            mark = " (fixable)" if f.fixable else ""
+            out().print(f"[red]✗[/] {f.kind} {f.target}: {f.detail}{mark}", markup=True)
         if not findings:
-            out.print("[green]✓[/] the wiki is clean")
+            out().print("[green]✓[/] the wiki is clean", markup=True)
     if findings:
         raise typer.Exit(1)
 
 
-# -- vault -------------------------------------------------------------------------------------
+# -- vault --------------------------------------------------------------------------------------
 @vault_app.command("export")
-def vault_export(directory: Path, as_json: JsonFlag = False) -> None:
-    """Write every memory surface as markdown files under DIR (an Obsidian vault)."""
-    with _home().ledger() as ledger:
-        report = vault.export(ledger, directory)
+def vault_export(
+    directory: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite files changed since keel wrote them.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write every memory surface as markdown files under DIR (an Obsidian vault). Refuses
+    to overwrite a file edited since keel wrote it: import first, or --force."""
+    report = call("vault.export", {"dir": directory, "force": force})
     if as_json:
-        _emit(report)
-    else:
-        out.print(f"exported {report['files']} files to {directory} (version {report['version']})")
+        return emit("vault.export", report)
+    out().print(
+        f"exported {report.files} files to {report.directory} (version {report.version})"
+    )
 
 
 @vault_app.command("import")
-def vault_import(directory: Path, as_name: AsOpt = None, as_json: JsonFlag = False) -> None:
+def vault_import(directory: str, as_name: AsOpt = None, as_json: JsonFlag = False) -> None:
     """Record edits made in an exported vault; exit 3 when any field conflicts."""
-    with _home().ledger(as_name) as ledger:
-        report = vault.import_vault(ledger, directory)
+    report = call("vault.import", {"dir": directory}, as_name)
     if as_json:
-        _emit(report)
+        emit("vault.import", report)
     else:
-        out.print(
-            f"{report['files']} files: {report['unchanged']} unchanged, "
-            f"{len(report['applied'])} applied, {len(report['merged'])} merged, "
-            f"{len(report['created'])} created, {len(report['conflicts'])} conflicts, "
-            f"{len(report['refused'])} refused, {len(report['skipped'])} skipped, "
-            f"{len(report['missing'])} missing"
+        out().print(
+            f"{report.files} files: {report.unchanged} unchanged, "
+            f"{len(report.applied)} applied, {len(report.merged)} merged, "
+            f"{len(report.created)} created, {len(report.conflicts)} conflicts, "
+            f"{len(report.refused)} refused, {len(report.skipped)} skipped, "
+            f"{len(report.missing)} missing"
         )
         for kind in ("conflicts", "refused", "skipped", "missing"):
-            for entry in report[kind]:
+            for entry in getattr(report, kind):
                 detail = f": {entry['detail']}" if entry.get("detail") else ""
-                out.print(
-                    f"  {kind} {entry['file']} {entry.get('field', '')}{detail}", highlight=False
-                )
-    if report["conflicts"]:
+                out().print(f"  {kind} {entry['file']} {entry.get('field', '')}{detail}")
+    if report.conflicts:
         if not as_json:
             sys.stderr.write(
-                f"keel: {len(report['conflicts'])} conflict(s); resolve them in the files "
-                f"and import again\n"
+                f"keel: {len(report.conflicts)} conflict(s); resolve them in the files "
+                "and import again\n"
             )
-        raise typer.Exit(Conflict.exit_code)
+        raise typer.Exit(3)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""CLI commands for the runtime: up, status, doctor, events, cadence, service."""
+"""Runtime commands: up, status, doctor, events, cadence, service."""
 
 from __future__ import annotations
 
@@ -7,70 +7,25 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ...bus.events import EventSource, Position
-from ...cadence import jobs as jobs_mod
-from ...cadence.runs import run_json, runs_of
-from ...cadence.scheduler import ensure_schema
-from ...daemon.lock import DaemonLock, read_holder
-from ...daemon.runtime import Runtime
-from ...daemon.service import install_service, uninstall_service
-from ...govern.home import Home, home_dir, init
-from ...health import checks as health
-from ...ledger import BadInput, KeelError
-
-out = Console()
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+from .adapter import (
+    JsonFlag,
+    call,
+    emit,
+    emit_data,
+    local,
+    out,
+    read_json,
+    table,
+)
 
 cadence_app = typer.Typer(no_args_is_help=True, help="Recurring jobs and their runs.")
 service_app = typer.Typer(no_args_is_help=True, help="Start keel at login.")
+health_app = typer.Typer(no_args_is_help=True, help="Health findings.")
 
-
-def _emit(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
-
-
-def _home() -> Home:
-    return Home(home_dir())
-
-
-def _runtime(home: Home | None = None) -> Runtime:
-    runtime = Runtime(home or _home())
-    health.install(runtime)
-    return runtime
-
-
-def _api(home: Home, method: str, path: str, body: Any = None) -> Any | None:
-    """Call the running daemon's API; None when no daemon runs for this home."""
-    holder = read_holder(home.path)
-    if not holder or not holder.get("port"):
-        return None
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{holder['port']}/api/v1{path}",
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {home.token()}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            message = json.loads(exc.read()).get("error", str(exc))
-        except (ValueError, AttributeError):
-            message = str(exc)
-        raise KeelError(message) from None
-    except (urllib.error.URLError, OSError):
-        return None
 
 
 def up(
@@ -79,83 +34,108 @@ def up(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
-    """Run keel: the ledger, the event bus, the scheduler and the HTTP API, in one process."""
-    from ..api.server import serve  # fastapi and uvicorn load only for the daemon
+    """Run keel: verify the ledger, then the event bus, the scheduler, the HTTP API and MCP,
+    in one process. Exit 75 when another daemon runs for this home."""
+    from ...ops.daemon import Daemon
+    from ...ops.door import Door
+    from ...ops.services import Services
+    from ..api.server import serve
 
-    home, _ = init()
-    lock = DaemonLock(home.path)
-    lock.acquire({"port": None})
+    services = Services.open_or_init()
+    daemon = Daemon(services)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
-    runtime = _runtime(home)
+    verified = daemon.start()
     server = None
     try:
-        runtime.start()
-        server = serve(runtime, host=host, port=home.port() if port is None else port)
-        lock.update({"port": server.port, "address": host})
-        out.print(f"keel is up: http://{host}:{server.port}/api/v1 (token in {home.token_path})")
-        out.print(f"ledger: {home.db_target()}")
-        with runtime.open_ledger() as ledger:
-            for job in runtime.scheduler.next_fires(ledger)[:10]:
-                state = "paused" if job["paused"] else f"next {job['next']}"
-                out.print(f"  {job['job']}: {state}")
+        if verified.ok:
+            out().print(
+                f"ledger verified: {verified.transactions} transactions ({verified.seconds}s)"
+            )
+        else:
+            out().print(
+                f"[red]keel is read-only[/]: the ledger failed verification: {verified.problem}",
+                markup=True,
+            )
+        port = services.home.port() if port is None else port
+        server = serve(Door(services), host=host, port=port)
+        daemon.announce(server.port, host)
+        out().print(
+            f"keel is up: http://{host}:{server.port}/api/v1 "
+            f"(token in {services.home.token_path}); MCP at /mcp"
+        )
+        out().print(f"ledger: {services.home.db_target()}")
+        for job in daemon.next_fires():
+            state = "paused" if job["paused"] else f"next {local(job['next'])}"
+            out().print(f"  {job['job']}: {state}")
         sys.stdout.flush()
         while not stopping.wait(0.5):
             pass
-        out.print("keel: stopping (letting runs finish)")
+        out().print("keel: stopping (letting runs finish)")
     finally:
         if server is not None:
             server.stop()
-        runtime.stop()
-        lock.release()
+        daemon.stop()
 
 
 def status(as_json: JsonFlag = False) -> None:
-    """Whether keel runs, its jobs' next fires and last outcomes, subscriptions, findings."""
-    home = _home()
-    data = _api(home, "GET", "/status")
-    if data is None:
-        data = _runtime(home).status()
-        data["running"] = False
+    """Whether keel runs, its jobs' next fires and last outcomes, subscriptions, findings,
+    and whether it is read-only. Times are shown in the operator's zone."""
+    data = call("status.show")
     if as_json:
-        _emit(data)
-        return
-    state = f"running, up {data['uptime']}s" if data["running"] else "not running"
-    out.print(f"keel is {state}; ledger {data['ledger']['transactions']} transactions")
-    table = Table("job", "schedule", "next", "last outcome", "last run")
-    for job in data["jobs"]:
-        last = job.get("last") or {}
-        table.add_row(
-            job["name"],
-            job["schedule"],
-            "paused" if job["paused"] else job["next"] or "—",
-            last.get("outcome", "—"),
-            last.get("scheduled", "—"),
+        return emit("status.show", data)
+    state = f"running, up {data.uptime:g}s" if data.running else "not running"
+    out().print(f"keel is {state}; ledger {data.ledger.transactions} transactions")
+    out().print(f"now {local(data.now)} ({data.timezone})")
+    if data.read_only:
+        out().print(f"[red]read-only[/]: {data.read_only}", markup=True)
+    t = table("job", "schedule", "next", "last outcome", "last run")
+    for job in data.jobs:
+        last = job.last
+        t.add_row(
+            job.name,
+            f"{job.spec['schedule']} ({job.spec['tz']})",
+            "paused" if job.paused else local(job.next) or "—",
+            last.outcome if last else "—",
+            local(last.scheduled) if last else "—",
         )
-    out.print(table)
-    for sub in data.get("subscriptions", []):
-        out.print(f"subscription {sub['name']}: lag {sub['lag']}, dead {sub['dead']}")
-    findings = (data.get("health") or {}).get("open", [])
-    for f in findings:
-        out.print(f"[red]finding[/] {f['check']} {f['subject']}: {f['message']}", highlight=False)
+    out().print(t)
+    for sub in data.subscriptions:
+        out().print(f"subscription {sub.name}: lag {sub.lag}, dead {sub.dead}")
+    for f in data.health.open:
+        out().print(f"[red]finding[/] {f.check} {f.subject}: {f.message}", markup=True)
 
 
 def doctor(as_json: JsonFlag = False) -> None:
     """Run the health checks, record findings; exit 1 while any finding is open."""
-    runtime = _runtime()
-    with runtime.open_ledger() as ledger:
-        ensure_schema(ledger)
-        findings = health.doctor(ledger, runtime.clock.now())
+    report = call("health.doctor")
     if as_json:
-        _emit([f.to_json() for f in findings])
-    elif findings:
-        for f in findings:
-            out.print(f"[red]✗[/] {f.check} {f.subject}: {f.message}", highlight=False)
+        emit("health.doctor", report)
+    elif report.open:
+        for f in report.open:
+            out().print(f"[red]✗[/] {f.check} {f.subject}: {f.message}", markup=True)
     else:
-        out.print("[green]✓[/] no open findings")
-    if findings:
+        out().print("[green]✓[/] no open findings", markup=True)
+    for name, error in report.errors.items():
+        sys.stderr.write(f"keel: the {name} check crashed: {error}\n")
+    if report.open or report.errors:
         raise typer.Exit(1)
+
+
+@health_app.command("findings")
+def health_findings(
+    every: Annotated[bool, typer.Option("--all", help="Resolved findings too.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Open findings (or every finding ever recorded, with its state)."""
+    found = call("health.findings", {"all": every})
+    if as_json:
+        return emit("health.findings", found)
+    t = table("finding", "severity", "state", "opened", "message")
+    for f in found:
+        t.add_row(f.key, f.severity, f.state, local(f.opened), f.message)
+    out().print(t)
 
 
 def events(
@@ -164,84 +144,95 @@ def events(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new events.")
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Events as JSON lines, from the ledger; --follow waits for new ones."""
-    try:
-        position = Position.parse(after)
-    except ValueError:
-        raise BadInput(f"{after!r} is not a position like 12.0") from None
-    wanted = set(types or ())
-    with _home().ledger() as ledger:
-        source = EventSource(ledger)
-        while True:
-            batch, reached = source.read(position)
-            for event in batch:
-                if not wanted or event.type in wanted:
-                    _emit(event.to_json())
-            position = max(position, reached) if not batch else batch[-1].position
-            if not batch and reached.tx >= source.head():
-                if not follow:
-                    return
-                sys.stdout.flush()
-                time.sleep(0.2)
+    """Events from the ledger, oldest first (--json: one JSON object per line); --follow
+    waits for new ones."""
+    from .adapter import to_json
+
+    position = after
+    while True:
+        page = call("events.list", {"after": position, "types": types or [], "limit": 1000})
+        for event in to_json("events.list", page)["events"]:
+            if as_json:
+                emit_data(event)
+            else:
+                what = event.get("entity") or event.get("reason") or ""
+                out().print(
+                    f"{event['id']:>10}  {local(event['time'])}  {event['type']:<10} "
+                    f"{event['author']:<14} {what}"
+                )
+        position = page.next
+        if len(page.events) < 1000:
+            if not follow:
+                return
+            sys.stdout.flush()
+            time.sleep(0.2)
 
 
+# -- cadence ---------------------------------------------------------------------------------
 @cadence_app.command("list")
 def cadence_list(as_json: JsonFlag = False) -> None:
     """Jobs, their schedules and next fires."""
-    runtime = _runtime()
-    with runtime.open_ledger() as ledger:
-        ensure_schema(ledger)
-        nexts = {j["job"]: j["next"] for j in runtime.scheduler.next_fires(ledger)}
-        rows = [
-            {
-                **spec.model_dump(),
-                "paused": bool(v.get("keel.job/paused")),
-                "source": v.get("keel.job/source"),
-                "next": nexts.get(spec.name),
-            }
-            for spec, v in jobs_mod.load_jobs(ledger).values()
-        ]
+    jobs = call("cadence.list")
     if as_json:
-        _emit(rows)
-        return
-    table = Table("job", "schedule", "tz", "kind", "run", "next")
-    for r in sorted(rows, key=lambda r: r["name"]):
-        table.add_row(
-            r["name"],
-            r["schedule"],
-            r["tz"],
-            r["kind"],
-            r["run"],
-            "paused" if r["paused"] else r["next"] or "—",
+        return emit("cadence.list", jobs)
+    t = table("job", "schedule", "tz", "kind", "run", "next", "last")
+    for j in jobs:
+        t.add_row(
+            j.name,
+            j.spec["schedule"],
+            j.spec["tz"],
+            j.spec["kind"],
+            j.spec["run"],
+            "paused" if j.paused else local(j.next) or "—",
+            j.last.outcome if j.last else "—",
         )
-    out.print(table)
+    out().print(t)
 
 
 @cadence_app.command("show")
-def cadence_show(name: str) -> None:
-    """One job's spec and state, as JSON."""
-    with _runtime().open_ledger() as ledger:
-        ensure_schema(ledger)
-        spec, values = jobs_mod.get_job(ledger, name)
-    _emit(
-        {
-            **spec.model_dump(),
-            "paused": bool(values.get("keel.job/paused")),
-            "source": values.get("keel.job/source"),
-        }
-    )
+def cadence_show(
+    name: str,
+    runs: Annotated[int, typer.Option(help="How many recent runs.")] = 10,
+    as_json: JsonFlag = False,
+) -> None:
+    """One job: its spec, state, next fire and recent runs."""
+    job = call("cadence.show", {"name": name, "runs": runs})
+    if as_json:
+        return emit("cadence.show", job)
+    t = table("", "", title=job.name)
+    for key, value in job.spec.items():
+        t.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
+    t.add_row("paused", "yes" if job.paused else "no")
+    t.add_row("next", local(job.next) or "—")
+    out().print(t)
+    _runs_table(job.runs or [])
+
+
+def _runs_table(runs: list[Any]) -> None:
+    t = table("run", "scheduled", "trigger", "attempt", "outcome", "error")
+    for r in runs:
+        t.add_row(
+            r.key,
+            local(r.scheduled),
+            r.trigger or "",
+            str(r.attempt),
+            r.outcome,
+            (r.error or "")[:60],
+        )
+    out().print(t)
 
 
 @cadence_app.command("add")
 def cadence_add(
     name: Annotated[str | None, typer.Argument(help="The job's name.")] = None,
     schedule: Annotated[
-        str | None, typer.Option(help="Cron line, 'every 30m' or 'at ...'.")
+        str | None, typer.Option(help="Cron line or @daily, 'every 30m' or 'at ...'.")
     ] = None,
     command: Annotated[str | None, typer.Option(help="A shell command to run.")] = None,
     probe: Annotated[str | None, typer.Option(help="A named probe to run.")] = None,
-    tz: Annotated[str, typer.Option(help="Time zone of the schedule.")] = "UTC",
+    tz: Annotated[str | None, typer.Option(help="Time zone (default: the home's).")] = None,
     timeout: Annotated[str, typer.Option(help="e.g. 5m")] = "300s",
     retries: Annotated[int, typer.Option()] = 0,
     overlap: Annotated[str, typer.Option(help="skip, queue or allow")] = "skip",
@@ -251,18 +242,17 @@ def cadence_add(
     file: Annotated[
         str | None, typer.Option("--file", "-f", help="A JSON job spec, - for stdin.")
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Add or change a job (flags, or a full JSON spec with -f)."""
+    from ...errors import BadInput
+
     if file is not None:
-        text = sys.stdin.read() if file == "-" else _read(file)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"the job spec is not valid JSON: {exc.msg}") from None
+        spec = read_json(file)
     else:
         if not name or not schedule or (command is None) == (probe is None):
             raise BadInput("give NAME, --schedule and one of --command or --probe (or -f FILE)")
-        data = {
+        spec = {
             "name": name,
             "schedule": schedule,
             "tz": tz,
@@ -275,65 +265,50 @@ def cadence_add(
             "kind": "command" if command is not None else "probe",
             "run": command if command is not None else probe,
         }
-    runtime = _runtime()
-    spec = jobs_mod.parse_job(data, set(runtime.kinds))
-    with runtime.open_ledger() as ledger:
-        ensure_schema(ledger)
-        changed = jobs_mod.save_job(ledger, spec, "cli")
-    out.print(f"job {spec.name} {'saved' if changed else 'unchanged'}")
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    if not isinstance(spec, dict):
+        raise BadInput("a job spec is a JSON object")
+    job = call("cadence.add", spec)
+    if as_json:
+        return emit("cadence.add", job)
+    out().print(f"job {job.name} {'saved' if job.changed else 'unchanged'}")
 
 
 @cadence_app.command("run")
-def cadence_run(name: str, as_json: JsonFlag = False) -> None:
-    """Run a job now: through the daemon if it runs, else here, waiting for the outcome."""
-    home = _home()
-    result = _api(home, "POST", f"/jobs/{name}/run")
-    if result is None:
-        runtime = _runtime(home)
-        scheduler = runtime.scheduler
-        with runtime.open_ledger() as ledger:
-            ensure_schema(ledger)
-            key, future = scheduler.run_now(ledger, name)
-        if future is not None:
-            future.result()
-        scheduler.pool.shutdown()
-        with runtime.open_ledger() as ledger:
-            values = ledger.view().get(f"run:{key}") or {}
-        result = run_json(values, with_artifact=True)
+def cadence_run(
+    name: str,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for the outcome when the daemon runs it.")
+    ] = 300,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run a job now: in the daemon if one runs, else here, and show its outcome."""
+    run = call("cadence.run", {"name": name, "wait": wait})
     if as_json:
-        _emit(result)
+        emit("cadence.run", run)
     else:
-        out.print(f"{result.get('key')}: {result.get('outcome')}")
-        if result.get("artifact"):
-            out.print(result["artifact"], markup=False, highlight=False)
-    if result.get("outcome") in ("failed", "timed-out", "interrupted"):
+        out().print(f"{run.key}: {run.outcome}")
+        if run.artifact:
+            out().print(run.artifact, markup=False)
+    if run.outcome in ("failed", "timed-out", "interrupted"):
         raise typer.Exit(1)
 
 
-def _set_paused(name: str, paused: bool) -> None:
-    with _runtime().open_ledger() as ledger:
-        ensure_schema(ledger)
-        jobs_mod.set_paused(ledger, name, paused)
-    out.print(f"job {name} {'paused' if paused else 'resumed'}")
-
-
 @cadence_app.command("pause")
-def cadence_pause(name: str) -> None:
-    """Stop a job firing (fires while paused are not run or recorded)."""
-    _set_paused(name, True)
+def cadence_pause(name: str, as_json: JsonFlag = False) -> None:
+    """Stop a job firing (fires while paused are neither run nor missed)."""
+    job = call("cadence.pause", {"name": name})
+    if as_json:
+        return emit("cadence.pause", job)
+    out().print(f"job {name} paused")
 
 
 @cadence_app.command("resume")
-def cadence_resume(name: str) -> None:
+def cadence_resume(name: str, as_json: JsonFlag = False) -> None:
     """Let a paused job fire again."""
-    _set_paused(name, False)
+    job = call("cadence.resume", {"name": name})
+    if as_json:
+        return emit("cadence.resume", job)
+    out().print(f"job {name} resumed")
 
 
 @cadence_app.command("history")
@@ -341,48 +316,67 @@ def cadence_history(
     name: str, limit: Annotated[int, typer.Option()] = 50, as_json: JsonFlag = False
 ) -> None:
     """A job's runs, newest last."""
-    with _runtime().open_ledger() as ledger:
-        ensure_schema(ledger)
-        jobs_mod.get_job(ledger, name)
-        rows = [run_json(r) for r in runs_of(ledger, job=name, limit=limit)]
+    runs = call("cadence.history", {"name": name, "limit": limit})
     if as_json:
-        _emit(rows)
-        return
-    table = Table("scheduled", "trigger", "attempt", "outcome", "error")
-    for r in rows:
-        table.add_row(
-            r.get("scheduled", ""),
-            r.get("trigger", ""),
-            str(r.get("attempt", "")),
-            r.get("outcome", ""),
-            (r.get("error") or "")[:60],
-        )
-    out.print(table)
+        return emit("cadence.history", runs)
+    _runs_table(runs)
+
+
+@cadence_app.command("runs")
+def cadence_runs(
+    job: Annotated[str | None, typer.Option(help="Only this job.")] = None,
+    outcome: Annotated[str | None, typer.Option(help="Only this outcome.")] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """Runs of every job (or one job, or one outcome), newest last."""
+    runs = call("cadence.runs", {"job": job, "outcome": outcome, "limit": limit})
+    if as_json:
+        return emit("cadence.runs", runs)
+    _runs_table(runs)
+
+
+@cadence_app.command("run-info")
+def cadence_run_info(key: str, as_json: JsonFlag = False) -> None:
+    """One run, with what it produced."""
+    run = call("cadence.run_info", {"key": key})
+    if as_json:
+        return emit("cadence.run_info", run)
+    _runs_table([run])
+    if run.artifact:
+        out().print(run.artifact, markup=False)
 
 
 @cadence_app.command("sync")
-def cadence_sync() -> None:
+def cadence_sync(as_json: JsonFlag = False) -> None:
     """Load canon/cadence.toml into the ledger."""
-    runtime = _runtime()
-    changed = runtime.prepare()
-    out.print(
+    result = call("cadence.sync")
+    if as_json:
+        return emit("cadence.sync", result)
+    changed = result.changed
+    out().print(
         f"cadence synced: {len(changed)} job(s) changed"
         + (f" ({', '.join(changed)})" if changed else "")
     )
 
 
+# -- the service -------------------------------------------------------------------------------
 @service_app.command("install")
-def service_install() -> None:
+def service_install(as_json: JsonFlag = False) -> None:
     """Write a systemd user unit (Linux) or launchd agent (macOS) that runs `keel up`."""
-    path, hint = install_service(_home().path)
-    out.print(f"wrote {path}\n{hint}")
+    result = call("service.install")
+    if as_json:
+        return emit("service.install", result)
+    out().print(f"wrote {result.path}\n{result.hint}")
 
 
 @service_app.command("uninstall")
-def service_uninstall() -> None:
+def service_uninstall(as_json: JsonFlag = False) -> None:
     """Remove the unit or agent written by `keel service install`."""
-    path = uninstall_service()
-    out.print(f"removed {path}" if path else "no keel service was installed")
+    result = call("service.uninstall")
+    if as_json:
+        return emit("service.uninstall", result)
+    out().print(f"removed {result.path}" if result.path else result.hint)
 
 
 def register(app: typer.Typer) -> None:
@@ -392,3 +386,4 @@ def register(app: typer.Typer) -> None:
     app.command()(events)
     app.add_typer(cadence_app, name="cadence")
     app.add_typer(service_app, name="service")
+    app.add_typer(health_app, name="health")

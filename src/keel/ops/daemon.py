@@ -1,0 +1,99 @@
+"""`keel up`, composed: one daemon per home, whose ledger is verified before it serves.
+
+Before anything runs, the daemon takes the home's lock (another daemon holding it is exit
+status 75, which the service unit does not restart on) and verifies what was written since
+its last verified checkpoint. If the ledger verifies, the daemon signs a new checkpoint (the
+next start verifies from there), clears any read-only mark and starts the runtime: the bus,
+the scheduler and the recall index. If it does not, keel turns read-only: the failure is
+recorded in the home, a health finding names the first bad transaction, and nothing that
+could change state is started — the API still answers, and every write is refused with the
+reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+from ..daemon.lock import DaemonLock
+from ..errors import KeelError
+from ..health.findings import Finding, record
+from .services import Services, build_runtime
+
+INTEGRITY = "integrity"
+
+
+@dataclass
+class Verified:
+    ok: bool
+    transactions: int
+    seconds: float
+    problem: str | None = None
+    first_bad: int | None = None
+
+
+class Daemon:
+    def __init__(self, services: Services):
+        self.services = services
+        self.lock = DaemonLock(services.home.path)
+        self.verified: Verified | None = None
+        self.started = False
+
+    def start(self) -> Verified:
+        """Lock the home, verify the ledger, and start the runtime if it verified."""
+        self.lock.acquire({"port": None})
+        try:
+            self.verified = self._verify()
+            runtime = build_runtime(self.services)
+            self.services.runtime = runtime
+            if self.verified.ok:
+                runtime.start()
+                self.started = True
+        except BaseException:
+            self.lock.release()
+            raise
+        return self.verified
+
+    def _verify(self) -> Verified:
+        home = self.services.home
+        started = time.perf_counter()
+        with self.services.open_guarded() as ledger:
+            report = ledger.verify()
+            seconds = round(time.perf_counter() - started, 3)
+            if report.ok:
+                home.set_integrity_problem(None)
+                with contextlib.suppress(KeelError):
+                    record(ledger, [], [INTEGRITY])  # resolve a finding of an earlier start
+                    ledger.checkpoint()
+                return Verified(True, report.transactions, seconds)
+            where = f"transaction {report.first_bad} is bad: " if report.first_bad else ""
+            problem = f"{where}{report.problem}"
+            home.set_integrity_problem(problem, report.first_bad)
+            message = f"the ledger failed verification: {problem}"
+            # The finding goes on top of the damage; if even that cannot be written, the
+            # read-only mark in the home still says why (status and every write show it).
+            with contextlib.suppress(Exception):
+                record(ledger, [Finding(INTEGRITY, "ledger", message, "error")], [INTEGRITY])
+            return Verified(False, report.transactions, seconds, problem, report.first_bad)
+
+    def announce(self, port: int, address: str) -> None:
+        """Say where the API listens, for `keel status` and clients in other processes."""
+        self.lock.update({"port": port, "address": address})
+
+    def next_fires(self, limit: int = 10) -> list[dict]:
+        runtime = self.services.runtime
+        if runtime is None:
+            return []
+        with self.services.open_ledger() as ledger:
+            return runtime.scheduler.next_fires(ledger)[:limit]
+
+    def stop(self) -> None:
+        """Let runs finish (within their grace), stop the bus, release the home."""
+        try:
+            if self.started and self.services.runtime is not None:
+                self.services.runtime.stop()
+        finally:
+            self.services.runtime = None
+            self.services.close()
+            self.lock.release()

@@ -1,0 +1,64 @@
+"""Identity operations: who may sign transactions, and the tokens clients act with."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ..errors import NotFound
+from .call import Call
+from .models import Input, NoArguments, Output
+from .registry import operation
+
+IdentityName = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Letters, digits, _ . -"),
+]
+
+
+class Identity(Output):
+    name: str
+    role: str | None
+    keys: list[str] = Field(description="Its Ed25519 public keys, hex.")
+
+
+
+@operation("identity.list", capability="identity.read", writes=False)
+def identity_list(call: Call, p: NoArguments) -> list[Identity]:
+    """Identities registered in the ledger, with their roles and public keys."""
+    return [Identity.model_validate(i) for i in call.ledger.identities()]
+
+
+class IdentityAddIn(Input):
+    name: IdentityName
+    role: Literal["agent", "connector", "operator"] = "agent"
+
+
+@operation("identity.add", capability="identity.manage", writes=True)
+def identity_add(call: Call, p: IdentityAddIn) -> Identity:
+    """Make a key for an agent or connector (kept in the home, mode 0600) and register its
+    public key in the ledger."""
+    signer = call.services.home.new_key(p.name)
+    call.ledger.register_identity(p.name, signer.public_key, p.role, signer=call.signer)
+    for found in call.ledger.identities():
+        if found["name"] == p.name:
+            return Identity.model_validate(found)
+    raise NotFound(f"identity {p.name!r} was not registered")
+
+
+class TokenIn(Input):
+    name: IdentityName
+
+
+class Token(Output):
+    identity: str
+    token: str = Field(description="A bearer token for the HTTP API and /mcp, as this identity.")
+
+
+@operation("identity.token", capability="identity.manage", writes=False)
+def identity_token(call: Call, p: TokenIn) -> Token:
+    """The bearer token a client (an MCP agent, a script) uses to act as an identity over
+    HTTP; made on first use and kept in the home (mode 0600)."""
+    call.services.role_of(p.name)  # only a registered identity gets a token
+    return Token(identity=p.name, token=call.services.home.client_token(p.name))

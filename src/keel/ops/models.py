@@ -1,0 +1,144 @@
+"""The shapes operations take and give: one JSON shape per thing (a transaction, a job, a
+run, a finding, a memory item) on every surface.
+
+Inputs refuse unknown fields; instants are ISO 8601 text in and out (UTC, with a Z);
+integers that name transactions are bounded to 64 bits, so a stranger's huge number is a
+clear 400, not a crash deep in a store.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_INT = 2**63 - 1
+
+
+def _bounded_digits(text: str) -> str:
+    digits = text.strip()
+    if digits.isdigit() and int(digits) > MAX_INT:
+        raise ValueError("a transaction number must fit in 64 bits")
+    return text
+
+
+class Input(BaseModel):
+    """An operation's arguments: unknown ones are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArguments(Input):
+    """An operation that takes no arguments."""
+
+
+class Output(BaseModel):
+    """What an operation returns."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenOutput(BaseModel):
+    """An output whose named fields are fixed but which may carry more (attributes of a
+    memory item, sections a subsystem adds to status)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+TxNumber = Annotated[int, Field(ge=0, le=MAX_INT)]
+Text64 = Annotated[str, Field(max_length=200)]
+AsOf = Annotated[
+    TxNumber | Annotated[str, Field(max_length=200), AfterValidator(_bounded_digits)] | None,
+    Field(description="What keel knew then: a transaction number, hash or ISO 8601 instant."),
+]
+ValidAt = Annotated[
+    str | None,
+    Field(max_length=64, description="What was true then: an ISO 8601 instant."),
+]
+Instant = Annotated[str | None, Field(max_length=64, description="An ISO 8601 instant.")]
+Branch = Annotated[str, Field(max_length=64, description="A branch name.")]
+Limit = Annotated[int, Field(ge=1, le=10_000)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+EntityRef = Annotated[
+    str | list[Any],
+    Field(
+        description="An entity id, or a lookup ref [unique attribute, value] (as JSON text "
+        'like ["person/handle", "alice"] where only text fits)'
+    ),
+]
+
+
+class TxResult(Output):
+    """A committed transaction."""
+
+    tx: int
+    hash: str
+    time: str
+    branch: str
+    tempids: dict[str, str] = {}
+
+
+class Written(Output):
+    """A write that may have found nothing to change (then `tx` is null)."""
+
+    tx: int | None
+    id: str | None = None
+
+
+class Run(Output):
+    """One fire of a job, with its outcome."""
+
+    key: str
+    job: str
+    scheduled: str | None = None
+    not_before: str | None = None
+    started: str | None = None
+    ended: str | None = None
+    outcome: str
+    attempt: int = 1
+    trigger: str | None = None
+    catch_up: str | None = None
+    node: str | None = None
+    error: str | None = None
+    artifact_bytes: int = 0
+    artifact: str | None = Field(None, description="What the run produced (one run only).")
+
+
+class Job(Output):
+    """A recurring job: its spec, its state and its last run."""
+
+    name: str
+    spec: dict[str, Any]
+    paused: bool
+    source: str | None
+    next: str | None = Field(description="The next fire (UTC), or null if none or paused.")
+    last_fire: str | None
+    last: Run | None
+    runs: list[Run] | None = Field(None, description="Recent runs, newest last (one job only).")
+
+
+class Finding(Output):
+    """Something a health check found: open until the check no longer finds it."""
+
+    key: str
+    check: str
+    subject: str
+    message: str
+    severity: str
+    state: str
+    opened: str | None
+    resolved: str | None = None
+
+
+class MemoryItem(OpenOutput):
+    """A memory item: short keys for its `mem/*` values, `ns/attr` for the rest, facts
+    apart."""
+
+    id: str
+    surface: str | None = None
+    text: str | None = None
+    title: str | None = None
+    source: str | None = None
+    tags: list[str] | None = None
+    at: str | None = None
+    facts: dict[str, Any] | None = None

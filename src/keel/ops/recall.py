@@ -1,0 +1,100 @@
+"""Recall operations: hybrid search that respects both time axes, and the index's upkeep."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from ..memory.model import SURFACES
+from .call import Call
+from .memory import Surface
+from .models import AsOf, Input, NoArguments, OpenOutput, Output, ValidAt
+from .registry import operation
+
+
+class SearchIn(Input):
+    query: Annotated[str, Field(min_length=1, max_length=10_000, description="What to recall.")]
+    surface: Surface | None = Field(  # type: ignore[valid-type]
+        None, description=f"Only this memory surface: {', '.join(SURFACES)}."
+    )
+    as_of: AsOf = None
+    valid_at: ValidAt = None
+    k: Annotated[int, Field(ge=1, le=200, description="How many results.")] = 10
+
+
+class Provenance(Output):
+    entity: str
+    attribute: str
+    tx: int
+    tx_time: str | None
+    author: str | None
+    source: str | None
+    valid_from: str | None
+    valid_to: str | None
+
+
+class Recalled(OpenOutput):
+    id: str
+    surface: str
+    title: str | None
+    text: str
+    score: float
+    ranks: dict[str, int]
+    provenance: Provenance
+
+
+class Answer(Output):
+    query: str
+    mode: str = Field(description="hybrid, fulltext, or how recall had to degrade.")
+    note: str | None
+    as_of: int
+    valid_at: str | None
+    results: list[Recalled]
+
+
+@operation("recall.search", capability="recall.query", writes=False)
+def search(call: Call, p: SearchIn) -> Answer:
+    """Search memory: full text and meaning, fused, filtered by both time axes.
+
+    Each result carries its provenance (entity, attribute, transaction, author, source,
+    valid interval); nothing comes back that was not valid, and known, at the time asked."""
+    found = call.recall().search(
+        p.query, surface=p.surface, as_of=p.as_of, valid_at=p.valid_at, k=p.k
+    )
+    return Answer.model_validate(found)
+
+
+
+class IndexStatus(OpenOutput):
+    mode: str = Field(description="hybrid, fulltext, or ledger-fulltext while it is broken.")
+    healthy: bool = Field(True, description="False while the index cannot be read.")
+    embedder: str | None
+    rows: int
+    cursor: int
+    head: int
+    note: str | None
+
+
+@operation("recall.status", capability="recall.query", writes=False)
+def status(call: Call, p: NoArguments) -> IndexStatus:
+    """The recall index: its mode, embedder, rows, and how far it has followed the ledger."""
+    return IndexStatus.model_validate(call.recall().status())
+
+
+class Reindexed(IndexStatus):
+    reindexed: int = Field(description="Rows written.")
+    seconds: float
+
+
+@operation("recall.reindex", capability="recall.reindex", writes=False)
+def reindex(call: Call, p: NoArguments) -> Reindexed:
+    """Rebuild the recall index from the whole ledger, whatever state it is in."""
+    index = call.recall()
+    started = time.monotonic()
+    rows = index.reindex(progress=call.progress)
+    status: dict[str, Any] = index.status()
+    return Reindexed.model_validate(
+        {**status, "reindexed": rows, "seconds": round(time.monotonic() - started, 3)}
+    )

@@ -1,0 +1,179 @@
+"""What operations run on: one home's ledger connections, keys, recall index and — inside
+the daemon — its runtime.
+
+Every ledger connection in a keel process comes from `Services.open_ledger`, which installs
+the write guards (memory's rules today, governance next), so the rules hold on every path:
+the CLI, the API, MCP, the scheduler and the bus alike. Reads and writes on one thread share
+one connection (`ledger()`), closed with the services.
+
+Constructing services writes nothing. keel's own attributes are declared once, by `init`
+(or, for a home made by an older keel, the first time a connection is opened).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..cadence.clock import clock_from_env
+from ..daemon.runtime import Runtime
+from ..errors import Unauthorized
+from ..govern.home import Home, home_dir, prepare_home
+from ..govern.home import init as init_home
+from ..health import checks
+from ..ledger import Ledger, Signer
+from ..ledger.ledger import identity_entity
+from ..memory import Recall, rules
+from . import schemas
+
+
+def build_runtime(services: Services) -> Runtime:
+    """A runtime over `services`' guarded ledgers, with health's probe and checks."""
+    runtime = Runtime(services.home, clock=services.clock, ledgers=services.open_guarded)
+    services.lag_watch = checks.install(runtime)
+    return runtime
+
+
+class Services:
+    def __init__(self, home: Home, clock: Any = None):
+        self.home = home
+        self.clock = clock or clock_from_env()
+        self.runtime: Runtime | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._opened: list[Ledger] = []
+        self._signers: dict[str, Signer] = {}
+        self._recall: Recall | None = None
+        self._local_runtime: Runtime | None = None
+        #: The daemon's samples of its bus lag (health's lag check reads them).
+        self.lag_watch: checks.LagWatch | None = None
+        self._schema_checked = False
+
+    @classmethod
+    def open(cls, path: str | Path | None = None, clock: Any = None) -> Services:
+        """The services of the home at `path` (default: KEEL_HOME), which must exist."""
+        home = Home(Path(path).expanduser() if path else home_dir())
+        home.config()  # a home that was never initialised is one clear sentence
+        home.secure()
+        return cls(home, clock)
+
+    @classmethod
+    def init(cls, path: str | Path | None = None) -> tuple[Services, bool]:
+        """Create the home (idempotent) and declare keel's attributes; returns whether
+        anything was created."""
+        home, created = init_home(Path(path).expanduser() if path else None)
+        services = cls(home)
+        with services.open_ledger() as ledger:
+            created = schemas.declare(ledger) or created
+        services._schema_checked = True
+        # The default cadence (a daily probe, an hourly doctor sweep) from the first day.
+        created = bool(services.local_runtime().prepare()) or created
+        return services, created
+
+    @classmethod
+    def open_or_init(cls, path: str | Path | None = None) -> Services:
+        """An existing home as it is (a damaged ledger is not written to), or a new one."""
+        home = Home(Path(path).expanduser() if path else home_dir())
+        if home.config_path.exists():
+            return cls.open(home.path)
+        return cls.init(home.path)[0]
+
+    @staticmethod
+    def prepare(path: str | Path) -> None:
+        """Make the folders, config and token of a home without a key or ledger: a home
+        about to receive a ledger export (its genesis comes from the file)."""
+        prepare_home(Home(Path(path).expanduser()))
+
+    # -- ledgers ----------------------------------------------------------------------------
+    def open_guarded(self, as_name: str | None = None, clock: Any = None) -> Ledger:
+        """A new connection with every write guard installed. The runtime wraps this one
+        (to wake its bus on commit); everything else asks `open_ledger`."""
+        ledger = self.home.ledger(as_name, clock=clock or self.clock.now)
+        rules.install(ledger)
+        if not self._schema_checked:
+            self._schema_checked = True
+            if not self.read_only():
+                schemas.declare(ledger)  # a home made by an older keel
+        return ledger
+
+    def open_ledger(self, as_name: str | None = None) -> Ledger:
+        """A new connection of the caller's own (close it)."""
+        if self.runtime is not None:
+            return self.runtime.open_ledger(as_name)
+        return self.open_guarded(as_name)
+
+    def ledger(self) -> Ledger:
+        """This thread's connection, opened on first use and closed with the services."""
+        ledger = getattr(self._local, "ledger", None)
+        if ledger is None:
+            ledger = self.open_ledger()
+            self._local.ledger = ledger
+            with self._lock:
+                self._opened.append(ledger)
+        return ledger
+
+    def signer(self, identity: str) -> Signer:
+        with self._lock:
+            if identity not in self._signers:
+                self._signers[identity] = self.home.signer(identity)
+            return self._signers[identity]
+
+    def role_of(self, identity: str) -> str:
+        """The identity's role in the ledger; an identity the ledger does not know may do
+        nothing."""
+        ledger = self.ledger()
+        role = ledger.view().value(identity_entity(identity), "keel.identity/role")
+        if role is None:
+            if identity == self.home.operator and ledger.store.head() is None:
+                return "operator"  # an empty ledger (a restore): its home's operator
+            raise Unauthorized(f"{identity!r} is not an identity registered in this ledger")
+        return role
+
+    def local_runtime(self) -> Runtime:
+        """The daemon's runtime in the daemon; elsewhere one that is never started, for its
+        job kinds and probes, its scheduler's arithmetic and a run fired here."""
+        if self.runtime is not None:
+            return self.runtime
+        with self._lock:
+            if self._local_runtime is None:
+                self._local_runtime = build_runtime(self)
+            return self._local_runtime
+
+    def recall(self) -> Recall:
+        """The recall index, shared by every caller of this process (it locks itself)."""
+        if self.runtime is not None:
+            return self.runtime.recall()
+        with self._lock:
+            if self._recall is None:
+                embedder = self.home.config().get("recall", {}).get("embedder")
+                self._recall = Recall(self.open_ledger(), embedder)
+            return self._recall
+
+    def timezone(self) -> str:
+        """The operator's time zone (IANA name): how people are shown instants."""
+        return self.home.timezone().key
+
+    def read_only(self) -> str | None:
+        """Why keel refuses writes now, or None: its ledger failed verification."""
+        return self.home.integrity_problem()
+
+    def close(self) -> None:
+        with self._lock:
+            opened, self._opened = self._opened, []
+            recall, self._recall = self._recall, None
+            runtime, self._local_runtime = self._local_runtime, None
+        if runtime is not None:
+            runtime.scheduler.pool.shutdown(wait=True)
+        for ledger in opened:
+            ledger.close()
+        if recall is not None:
+            recall.ledger.close()
+            recall.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,75 @@
+"""Vault operations: memory as an Obsidian vault of markdown files, and edits made there
+coming back as signed transactions. Both touch folders on the machine keel runs on, so
+they need their own capabilities (`vault.export`, `vault.import`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from ..errors import BadInput
+from ..memory import vault
+from .call import Call
+from .models import Input, OpenOutput
+from .registry import operation
+
+Directory = Annotated[
+    str, Field(min_length=1, max_length=4096, description="A folder on keel's machine.")
+]
+
+
+def _directory(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    return path
+
+
+class ExportIn(Input):
+    dir: Directory
+    force: bool = Field(False, description="Overwrite files changed since keel wrote them.")
+
+
+class Exported(OpenOutput):
+    directory: str
+    version: int
+    files: int
+
+
+@operation("vault.export", capability="vault.export", writes=False)
+def export(call: Call, p: ExportIn) -> Exported:
+    """Write every memory surface as markdown under a folder (an Obsidian vault).
+
+    Refuses, naming them, to overwrite files changed since keel wrote them (import first),
+    unless told to force."""
+    path = _directory(p.dir)
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{path} is a file, not a folder to export a vault into")
+    return Exported.model_validate(vault.export(call.ledger, path, force=p.force))
+
+
+class ImportIn(Input):
+    dir: Directory
+
+
+class ImportReport(OpenOutput):
+    files: int
+    unchanged: int
+    applied: list[dict[str, Any]]
+    merged: list[dict[str, Any]]
+    conflicts: list[dict[str, Any]]
+    refused: list[dict[str, Any]]
+    created: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    missing: list[dict[str, Any]]
+    moved: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@operation("vault.import", capability="vault.import", writes=True)
+def import_(call: Call, p: ImportIn) -> ImportReport:
+    """Record edits made in an exported vault as transactions, merging each field three
+    ways; conflicts and refusals are listed, never guessed."""
+    report = vault.import_vault(call.ledger, _directory(p.dir), signer=call.signer)
+    return ImportReport.model_validate(report)

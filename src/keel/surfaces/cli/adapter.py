@@ -1,0 +1,164 @@
+"""How a command reaches keel: it names an operation and hands its parsed arguments to
+the door, as the person at the terminal (the home's operator) or `--as NAME`.
+
+Commands only parse and present. This module opens the home for the command's one call,
+prints JSON in the operation's one shape, and shows instants in the operator's time zone.
+Nothing heavy is imported until a command runs, so `keel --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ...ops.door import Door
+
+
+# Options many commands share.
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AsOpt = Annotated[
+    str | None, typer.Option("--as", help="Act as this identity (a key in the home).")
+]
+AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="A tx number, tx hash or instant.")]
+ValidAtOpt = Annotated[str | None, typer.Option("--valid-at", help="An ISO 8601 instant.")]
+
+
+@contextmanager
+def session(as_name: str | None = None) -> Iterator[tuple[Door, str]]:
+    """The door of the home in KEEL_HOME and the identity this command acts as."""
+    from ...ops.door import Door
+    from ...ops.services import Services
+
+    services = Services.open()
+    try:
+        yield Door(services), as_name or services.home.operator
+    finally:
+        services.close()
+
+
+def call(
+    name: str,
+    arguments: dict[str, Any] | None = None,
+    as_name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Run one operation through the door; returns its typed output."""
+    from ...ops.door import Caller
+
+    args = {k: v for k, v in (arguments or {}).items() if v is not None}
+    with session(as_name) as (door, identity):
+        _zone(door)
+        return door.call(name, args, Caller(identity, "cli"), progress)
+
+
+def to_json(name: str, result: Any) -> Any:
+    """The operation's output as JSON data: the same shape HTTP and MCP send."""
+    from ...ops import registry
+
+    return registry.get(name).dump(result)
+
+
+def emit(name: str, result: Any) -> None:
+    """Print an operation's output as one line of JSON."""
+    sys.stdout.write(json.dumps(to_json(name, result), ensure_ascii=False) + "\n")
+
+
+def emit_data(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+# -- presentation ---------------------------------------------------------------------------
+@cache
+def out() -> Console:
+    """Standard output. Piped output is never wrapped: a pipe has no width."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 10_000, highlight=False)
+
+
+@cache
+def err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 10_000, highlight=False)
+
+
+def table(*columns: str, title: str | None = None):
+    from rich.table import Table
+
+    return Table(*columns, title=title)
+
+
+_ZONE: list[Any] = []
+
+
+def _zone(door: Door) -> None:
+    from zoneinfo import ZoneInfo
+
+    try:
+        _ZONE[:] = [ZoneInfo(door.services.timezone())]
+    except Exception:  # a broken config speaks for itself elsewhere; show UTC
+        _ZONE[:] = []
+
+
+def local(instant: str | None) -> str:
+    """An ISO 8601 UTC instant as the operator reads it: in the home's time zone."""
+    if not instant:
+        return ""
+    if not _ZONE:
+        return instant
+    try:
+        moment = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    except ValueError:
+        return instant
+    shown = moment.astimezone(_ZONE[0])
+    text = shown.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text} {shown.tzname()}"
+
+
+def snippet(text: Any, n: int = 70) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def read_text(source: str) -> str:
+    """The text of a file, or stdin for `-`."""
+    from ...errors import BadInput
+
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"{'stdin' if source == '-' else source} is not UTF-8 text") from None
+
+
+def read_json(source: str) -> Any:
+    from ...errors import BadInput
+
+    text = read_text(source)
+    where = "stdin" if source == "-" else source
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{where} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+    except RecursionError:
+        raise BadInput(f"{where} nests too deeply to be a keel document") from None
+
+
+def home_path() -> Path:
+    return Path(os.environ.get("KEEL_HOME") or "~/.keel").expanduser()
