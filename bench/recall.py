@@ -43,7 +43,7 @@ from typing import Any
 from rank_bm25 import BM25Okapi
 
 from keel.ledger import Ledger, Signer
-from keel.memory.memory import Memory
+from keel.memory.memory import Memory, ensure_schema
 from keel.memory.recall import Recall
 
 PG_BASE = os.environ.get("KEEL_TEST_PG", "postgresql://127.0.0.1:5432/test")
@@ -141,6 +141,7 @@ class Stores:
 # -- one instance ----------------------------------------------------------------------------
 def load_instance(led: Ledger, inst: dict) -> dict[str, str]:
     """Store the haystack as episodes under positional handles; returns handle -> session id."""
+    ensure_schema(led)  # a bare ledger: declare what `keel init` declares for a home
     mem = Memory(led)
     sessions = inst["haystack_sessions"]
     back: dict[str, str] = {}

@@ -47,7 +47,7 @@ import numpy as np
 from keel.ledger import Ledger, Signer
 from keel.memory import embedders
 from keel.memory.index_store import query_terms, to_blob
-from keel.memory.memory import Memory
+from keel.memory.memory import Memory, ensure_schema, fact_declaration
 from keel.memory.recall import CANDIDATES, Recall
 
 PG_BASE = os.environ.get("KEEL_TEST_PG", "postgresql://127.0.0.1:5432/test")
@@ -332,11 +332,11 @@ def when(r: random.Random) -> int:
 
 def build_ledger(led: Ledger, n: int, log) -> dict[str, int]:
     """About n index rows of memory; returns the items written by kind."""
+    ensure_schema(led)  # a bare ledger: declare what `keel init` declares for a home
+    led.declare([fact_declaration(key) for key in ("role", "lives_in", "works_on")])
     mem = Memory(led)
     t = Text(SEED)
     r = t.r
-    for key in ("role", "lives_in", "works_on"):
-        mem._declare_fact(key)
     counts = {"capture": 0, "observation": 0, "decision": 0, "entity": 0, "fact": 0, "episode": 0}
     # Row budget: captures 35%, observations 25%, decisions 20% (two rows each), entity
     # names and facts 5%, episode chunks 10% (about 4 chunks per episode).

@@ -27,7 +27,6 @@ from keel.health.checks import (
     duration,
     examine,
     install,
-    status_section,
 )
 from keel.health.findings import (
     Finding,
@@ -169,7 +168,6 @@ def test_recording_is_idempotent_and_keeps_history(led, clock):
 
 def test_open_findings_on_a_ledger_without_health_schema(ledger):
     assert open_findings(ledger) == []
-    assert status_section(ledger) == {"count": 0, "open": []}
 
 
 # -- silence --------------------------------------------------------------------------------
@@ -475,7 +473,7 @@ def test_doctor_probe_is_ok_with_findings_and_fails_when_a_check_crashes(
     assert report.errors.keys() == {"boom"} and report.to_json()["count"] == 0
 
 
-def test_install_wires_the_probe_and_status_section(home, monkeypatch):
+def test_install_wires_the_probe(home, monkeypatch):
     monkeypatch.setitem(PROBES, "doctor", None)  # restored after the test
     clock = ManualClock(now_us())  # the home's genesis was written in real time
     runtime = Runtime(home, clock=clock)
@@ -487,19 +485,16 @@ def test_install_wires_the_probe_and_status_section(home, monkeypatch):
         with runtime.open_ledger() as ledger:
             key, fut = runtime.scheduler.run_now(ledger, "doctor.sweep")
             assert fut is not None and fut.result(30).outcome == "ok"
-            assert runtime.status()["health"] == {"count": 0, "open": []}
+            assert open_findings(ledger) == []
             artifact = ledger.view().value(run_entity(key), "keel.run/artifact")
             assert artifact.startswith(b"keel doctor at") and b"lag" in artifact
 
             clock.advance(27 * HOUR)  # probe.daily (26h) and doctor.sweep (3h) fell silent
             key, fut = runtime.scheduler.run_now(ledger, "doctor.sweep")
             assert fut.result(30).outcome == "ok"
-        health = runtime.status()["health"]
-        assert health["count"] == 2
-        assert [f["key"] for f in health["open"]] == [
-            "silence:doctor.sweep",
-            "silence:probe.daily",
-        ]
+        with runtime.open_ledger() as ledger:
+            found = open_findings(ledger)
+        assert [f.key for f in found] == ["silence:doctor.sweep", "silence:probe.daily"]
     finally:
         runtime.stop()
 

@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 from keel.ledger import BadInput, Ledger, NotFound, Refused, Signer
 from keel.memory import Memory
 from keel.memory.links import extract
+from keel.memory.memory import ensure_schema
 from keel.memory.model import MAX_TEXT
 
 
 @pytest.fixture
 def memory(ledger) -> Memory:
+    ensure_schema(ledger)  # what `keel init` does for a home
     return Memory(ledger)
 
 
@@ -76,6 +78,7 @@ def test_a_back_dated_observation_holds_only_until_the_next_known_change(memory)
 def test_facts_match_a_model_where_the_latest_observation_starting_before_wins(ledger, obs):
     """Model: at year t, the value is the one observed with the greatest start <= t (a
     later write wins a tie), whatever order the observations arrive in."""
+    ensure_schema(ledger)
     memory = Memory(ledger)
     slug = f"p{head(ledger)}"
     for year, value in obs:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keel.ledger import BadInput, NotFound, Refused
-from keel.memory.memory import Memory
+from keel.memory.memory import Memory, ensure_schema
 from keel.memory.wiki import Wiki, tag_key, uncited_claims
 
 A = "Transformers use attention over the whole sequence."
@@ -19,6 +19,7 @@ B = "Retrieval augments a model with documents fetched at query time."
 
 @pytest.fixture
 def wiki(ledger) -> Wiki:
+    ensure_schema(ledger)  # what `keel init` does for a home
     return Wiki(Memory(ledger))
 
 

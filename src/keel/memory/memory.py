@@ -266,7 +266,7 @@ class Memory:
         e = entity_id(slug)
         alias_list = _strings(aliases, "aliases")
         facts = dict(facts or {})
-        declare = [_fact_declaration(key) for key in facts]
+        declare = [fact_declaration(key) for key in facts]
         since = self._instant(valid_from, "valid_from", self.now())
 
         def build(view: View) -> list[dict]:
@@ -374,7 +374,7 @@ class Memory:
             raise BadInput("give both a fact and its value, or neither")
         declare = []
         if fact is not None:
-            declare.append(_fact_declaration(fact))
+            declare.append(fact_declaration(fact))
             value = _fact_value(fact, value)
         if kind is not None and kind not in self.kinds():
             raise BadInput(f"{kind!r} is not an entity kind ({', '.join(self.kinds())})")
@@ -624,7 +624,7 @@ def _strings(values: Iterable[str], what: str) -> list[str]:
     return out
 
 
-def _fact_declaration(key: str) -> dict:
+def fact_declaration(key: str) -> dict:
     """The attribute a fact key is stored under, declared with the write that first uses it."""
     if not isinstance(key, str) or not FACT_KEY.match(key):
         raise BadInput(f"fact key {key!r} must be lower snake case, like lives_in")

@@ -377,3 +377,12 @@ def test_http_needs_a_valid_token_and_sessions_stay_with_their_identity(agent_ho
     assert stolen.status_code == 404
     own = httpx.post(f"{api.url}/mcp", json=ping, headers={**agent, **session}, timeout=10)
     assert own.status_code == 200, own.text
+
+
+def test_the_documented_tools_are_the_servers():
+    """docs/mcp.md is tested against the code: each tool and the operation it calls."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "mcp.md").read_text()
+    rows = re.findall(r"^\| `([a-z_]+)` \| `([a-z_.]+)` \|", doc, re.M)
+    assert dict(rows) == {name: spec.operation for name, spec in TOOLS.items()}

@@ -52,17 +52,24 @@ def demo() -> None:
     run_demo()
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"keel {version('keel-os')}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _options(
     version: Annotated[
-        bool, typer.Option("--version", help="Print keel's version and exit.", is_eager=True)
+        bool,
+        typer.Option(
+            "--version", help="Print keel's version and exit.", is_eager=True, callback=_version
+        ),
     ] = False,
 ) -> None:
-    if version:
-        from importlib.metadata import version as package_version
-
-        sys.stdout.write(f"keel {package_version('keel-os')}\n")
-        raise typer.Exit(0)
+    """keel: a signed, bitemporal ledger and the memory and runtime around it."""
 
 
 ledger_cmds.register(app)
@@ -81,6 +88,9 @@ def main(args: list[str] | None = None) -> int:
     except typer.Abort:
         return 130
     except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `keel`, `keel cadence`: the help
+            sys.stdout.write(exc.format_message() + "\n")  # type: ignore[attr-defined]
+            return 0
         sys.stderr.write(f"keel: {exc.format_message()}\n")  # type: ignore[attr-defined]
         return exc.exit_code  # type: ignore[attr-defined]
     except KeyboardInterrupt:
