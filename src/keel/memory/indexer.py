@@ -62,6 +62,9 @@ def chunks(text: str, size: int = CHUNK) -> list[str]:
 
 
 def row_text(a: str, value: str, name: str | None) -> str:
+    # A NUL can reach the ledger through a raw transaction; an index (PostgreSQL's text
+    # above all) cannot hold one, and it means nothing to a search.
+    value = value.replace("\x00", " ")
     if a.startswith("fact/"):
         return f"{name or ''} {a.removeprefix('fact/').replace('_', ' ')}: {value}".strip()
     return value

@@ -35,6 +35,9 @@ def check(tx: PendingTx) -> None:
                     f"{d.a} of {e} is {len(d.value):,} characters; memory takes at most "
                     f"{MAX_TEXT:,} (nothing was truncated or stored)"
                 )
+            if isinstance(d.value, str) and "\x00" in d.value:
+                # Text search (PostgreSQL's above all) cannot hold it, and memory is text.
+                raise BadInput(f"{d.a} of {e} holds a NUL character, which memory text cannot")
         if after == "canon" or any(d.a.startswith("canon/") for d in datoms):
             _operator_only(tx)
         if before in APPEND_ONLY:

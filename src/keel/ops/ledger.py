@@ -18,6 +18,7 @@ from .models import (
     EntityRef,
     Input,
     Limit,
+    LocalPath,
     Name,
     NoArguments,
     Output,
@@ -391,7 +392,7 @@ def proof_consistency(call: Call, p: ConsistencyIn) -> ConsistencyProof:
 
 # -- exchange ---------------------------------------------------------------------------------
 class PathIn(Input):
-    path: Annotated[str, Field(min_length=1, max_length=4096, description="A file path.")]
+    path: LocalPath
 
 
 class Exchanged(Output):

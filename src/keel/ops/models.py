@@ -15,6 +15,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 MAX_INT = 2**63 - 1
 
 
+def _absolute(text: str) -> str:
+    """A path on keel's machine, absolute (after ~): a relative one would be relative to
+    whichever process serves the call, which a caller over HTTP cannot know."""
+    from pathlib import Path
+
+    if not Path(text).expanduser().is_absolute():
+        raise ValueError("give an absolute path (a relative one means nothing to the daemon)")
+    return text
+
+
 def _bounded_digits(text: str) -> str:
     digits = text.strip()
     if digits.isdigit() and int(digits) > MAX_INT:
@@ -58,6 +68,11 @@ ValidAt = Annotated[
 Instant = Annotated[str | None, Field(max_length=64, description="An ISO 8601 instant.")]
 Branch = Annotated[str, Field(max_length=64, description="A branch name.")]
 Limit = Annotated[int, Field(ge=1, le=10_000)]
+LocalPath = Annotated[
+    str,
+    Field(min_length=1, max_length=4096, description="An absolute path on keel's machine."),
+    AfterValidator(_absolute),
+]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 EntityRef = Annotated[
     str | list[Any],

@@ -5,30 +5,23 @@ they need their own capabilities (`vault.export`, `vault.import`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import Field
 
 from ..errors import BadInput
 from ..memory import vault
 from .call import Call
-from .models import Input, OpenOutput
+from .models import Input, LocalPath, OpenOutput
 from .registry import operation
-
-Directory = Annotated[
-    str, Field(min_length=1, max_length=4096, description="A folder on keel's machine.")
-]
 
 
 def _directory(text: str) -> Path:
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
-    return path
+    return Path(text).expanduser()
 
 
 class ExportIn(Input):
-    dir: Directory
+    dir: LocalPath
     force: bool = Field(False, description="Overwrite files changed since keel wrote them.")
 
 
@@ -51,7 +44,7 @@ def export(call: Call, p: ExportIn) -> Exported:
 
 
 class ImportIn(Input):
-    dir: Directory
+    dir: LocalPath
 
 
 class ImportReport(OpenOutput):

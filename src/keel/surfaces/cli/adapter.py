@@ -95,6 +95,25 @@ def err() -> Console:
     return Console(stderr=True, width=None if sys.stderr.isatty() else 10_000, highlight=False)
 
 
+@contextmanager
+def progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr while long work runs (only on a terminal); yields the
+    `progress(done, total)` callback an operation reports to."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = err()
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 def table(*columns: str, title: str | None = None):
     from rich.table import Table
 
@@ -158,6 +177,12 @@ def read_json(source: str) -> Any:
         raise BadInput(f"{where} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
     except RecursionError:
         raise BadInput(f"{where} nests too deeply to be a keel document") from None
+
+
+def local_path(text: str) -> str:
+    """A path typed at the terminal, made absolute: keel's operations take absolute paths,
+    since the process that serves a call may not share the shell's directory."""
+    return str(Path(text).expanduser().absolute())
 
 
 def home_path() -> Path:

@@ -8,6 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ...errors import NotFound
 from .adapter import out, table
 
 SCHEMA = [
@@ -69,7 +70,10 @@ def _demo(path: Path) -> None:
         )
 
         def city(**when: object) -> str:
-            return k.ledger.get(alice, **when).get("person/city") or "(not known then)"
+            try:
+                return k.ledger.get(alice, **when).get("person/city") or "(not known then)"
+            except NotFound:  # nothing about her was known then
+                return "(not known then)"
 
         answers = table("question", "answer")
         answers.add_row("where does Alice live?", city())

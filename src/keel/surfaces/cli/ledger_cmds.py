@@ -18,7 +18,9 @@ from .adapter import (
     emit,
     emit_data,
     local,
+    local_path,
     out,
+    progress,
     read_json,
     table,
     to_json,
@@ -229,18 +231,8 @@ def log(
 def verify(as_json: JsonFlag = False) -> None:
     """Recompute every hash, signature, chain link and checkpoint; exit 1 on the first bad tx
     (and keel turns read-only until a verify passes)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from .adapter import err
-
-    with Progress(
-        TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=err(), transient=True
-    ) as bar:
-        task = bar.add_task("tx", total=None)
-        report = call(
-            "ledger.verify",
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    with progress("verifying") as report_progress:
+        report = call("ledger.verify", progress=report_progress)
     if as_json:
         emit("ledger.verify", report)
     elif report.ok:
@@ -335,7 +327,7 @@ def export_cmd(file: str, as_json: JsonFlag = False) -> None:
     """Write every transaction and checkpoint as JSONL."""
     from .adapter import err
 
-    result = call("ledger.export", {"path": file})
+    result = call("ledger.export", {"path": local_path(file)})
     if as_json:
         return emit("ledger.export", result)
     err().print(f"exported {result.transactions} transactions to {result.path}")
@@ -348,7 +340,7 @@ def import_cmd(file: str, as_json: JsonFlag = False) -> None:
 
     if not (home_path() / "config.toml").exists():
         Services.prepare(home_path())  # a restore: the ledger's genesis comes from the file
-    result = call("ledger.import", {"path": file})
+    result = call("ledger.import", {"path": local_path(file)})
     if as_json:
         return emit("ledger.import", result)
     out().print(f"imported {result.transactions} transactions from {result.path}")

@@ -20,7 +20,9 @@ from .adapter import (
     call,
     emit,
     local,
+    local_path,
     out,
+    progress,
     read_text,
     snippet,
     table,
@@ -104,18 +106,8 @@ def recall(
 
 def reindex(as_json: JsonFlag = False) -> None:
     """Rebuild the recall index from the whole ledger, whatever state it is in."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from .adapter import err
-
-    with Progress(
-        TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), console=err(), transient=True
-    ) as bar:
-        task = bar.add_task("tx", total=None)
-        result = call(
-            "recall.reindex",
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
+    with progress("indexing") as report_progress:
+        result = call("recall.reindex", progress=report_progress)
     if as_json:
         return emit("recall.reindex", result)
     rate = result.reindexed / max(result.seconds, 1e-6)
@@ -587,7 +579,7 @@ def vault_export(
 ) -> None:
     """Write every memory surface as markdown files under DIR (an Obsidian vault). Refuses
     to overwrite a file edited since keel wrote it: import first, or --force."""
-    report = call("vault.export", {"dir": directory, "force": force})
+    report = call("vault.export", {"dir": local_path(directory), "force": force})
     if as_json:
         return emit("vault.export", report)
     out().print(
@@ -598,7 +590,7 @@ def vault_export(
 @vault_app.command("import")
 def vault_import(directory: str, as_name: AsOpt = None, as_json: JsonFlag = False) -> None:
     """Record edits made in an exported vault; exit 3 when any field conflicts."""
-    report = call("vault.import", {"dir": directory}, as_name)
+    report = call("vault.import", {"dir": local_path(directory)}, as_name)
     if as_json:
         emit("vault.import", report)
     else:
