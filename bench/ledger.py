@@ -1,7 +1,7 @@
 """Ledger benchmarks: every keel figure beside a raw baseline measured in the same run.
 
     uv run python bench/ledger.py [--json] [--sizes 10000,100000,1000000] [--quick]
-                                  [--no-postgres] [--profile DIR]
+                                  [--no-postgres] [--profile DIR] [--small-only]
 
 Workloads (see docs/benchmarks.md for what each one means and the targets):
 
@@ -14,8 +14,13 @@ Workloads (see docs/benchmarks.md for what each one means and the targets):
 * as-of entity read: `Ledger.view(as_of=tx).get(e)` (and `View.get` on a ready view)
   against a raw SELECT of the same entity's rows from the baseline copy.
 * verify: `Ledger.verify()` (2 worker processes) of a ledger of small signed
-  transactions, against the same verify with one process.
+  transactions, against the same verify with one process; and `Ledger.verify_incremental()`
+  after a checkpoint and 1,000 more transactions (what `keel up` checks), against a full
+  verify of the same ledger.
 * PostgreSQL: the same, against raw psycopg.
+
+`--small-only` measures just the small signed transactions, on a ledger bulk-loaded to the
+first size: the figure that round trips decide on PostgreSQL, in about a minute.
 
 Progress goes to stderr; stdout gets the table, or with --json one JSON object.
 """
@@ -53,6 +58,7 @@ BATCH = 1000  # datoms per bulk transaction
 NEW_PER_BATCH = 90  # new entities per bulk batch (10 datoms each) ...
 UPDATES_PER_BATCH = 100  # ... plus this many updates of earlier entities
 T0 = 1_700_000_000_000_000  # a fixed instant (µs) for instant-typed values
+SINCE_CHECKPOINT = 1000  # transactions written after the checkpoint an incremental verify trusts
 
 ATTRS = [
     {"attribute": "bench/n", "type": "int", "doc": "a counter, updated over time"},
@@ -285,6 +291,7 @@ class Config:
     pg_verify_txs: int
     profile: Path | None
     verify_repeats: int
+    small_only: bool = False
 
 
 @dataclass
@@ -494,6 +501,26 @@ def run_growth(be: Backend, sizes: list[int], cfg: Config, results: dict) -> Led
     return L
 
 
+def run_small_only(be: Backend, size: int, cfg: Config) -> dict:
+    """Only the small-transaction figure, on a ledger bulk-loaded to `size` datoms."""
+    op = Signer.generate("operator")
+    L = new_ledger(be.open_keel, op)
+    wl = Workload()
+    k = 0
+    while k * BATCH < size:
+        bulk_step(L, be.raw, wl, k)
+        k += 1
+    say(f"{be.kind}: at {size:,} datoms; small transactions only")
+    gc.collect()
+    point = {
+        "datoms": size,
+        "load_avg": load_avg(),
+        "small": measure_small(L, be.raw, wl, cfg, random.Random(11), [0]),
+    }
+    L.close()
+    return {"small_only": point}
+
+
 def cpu_now() -> float:
     """CPU seconds of this process and its reaped children (the verify workers)."""
     t = os.times()
@@ -552,6 +579,18 @@ def run_verify(
         one_cpu.append(cpu_now() - c)
         assert rep1.ok, rep1
     floor = crypto_floor(L)
+    L.checkpoint()
+    for _ in range(SINCE_CHECKPOINT):
+        L.transact(wl.small(rng), reason="after the checkpoint")
+    incremental = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rep_inc = L.verify_incremental()
+        incremental.append(time.perf_counter() - t)
+        assert rep_inc.ok and rep_inc.since == rep.transactions, rep_inc
+    t = time.perf_counter()
+    assert L.verify().ok
+    full_after = time.perf_counter() - t
     if profile:
         from pyinstrument import Profiler
 
@@ -575,6 +614,9 @@ def run_verify(
         "single_process_cpu_s": statistics.median(one_cpu),
         "speedup": s / p,
         "crypto_floor_1_process_s": floor,
+        "incremental_s": statistics.median(incremental),
+        "incremental_txs": SINCE_CHECKPOINT,
+        "full_after_s": full_after,
         "repeats": repeats,
         "load_avg": load,
     }
@@ -638,6 +680,11 @@ def bench_sqlite(cfg: Config, root: Path) -> dict:
     res: dict[str, Any] = {}
     (root / "grow").mkdir()
     be = sqlite_backend(root / "grow")
+    if cfg.small_only:
+        res = run_small_only(be, cfg.sizes[0], cfg)
+        be.raw.close()
+        be.raw_normal.close()
+        return res
     L = run_growth(be, cfg.sizes, cfg, res)
     wl = res.pop("_workload")
     if cfg.profile:
@@ -664,6 +711,10 @@ def bench_postgres(cfg: Config) -> dict:
     with pg_schema("keel") as dsn, pg_schema("raw") as raw_dsn:
         raw = RawPostgres(raw_dsn)
         be = Backend("postgres", lambda op: Ledger.open(dsn, signer=op), raw)
+        if cfg.small_only:
+            res = run_small_only(be, cfg.pg_sizes[0], cfg)
+            raw.close()
+            return res
         L = run_growth(be, cfg.pg_sizes, cfg, res)
         res.pop("_workload")
         L.close()
@@ -756,6 +807,21 @@ def figures(results: dict) -> list[dict]:
     for store in ("sqlite", "postgres"):
         r = results.get(store)
         if not r:
+            continue
+        if "small_only" in r:
+            p = r["small_only"]
+            s = p["small"]
+            add(
+                store,
+                "small signed tx, 1–5 datoms" + (", sync FULL" if store == "sqlite" else ""),
+                p["datoms"],
+                s["commits_per_s"],
+                "commits/s",
+                s["raw_commits_per_s"],
+                s["ratio"],
+                "≥ 0.25× raw" if store == "sqlite" else "beside SQLite",
+                s["ratio"] >= 0.25 if store == "sqlite" else None,
+            )
             continue
         b = r["bulk"]
         target_bulk = 0.5 if store == "sqlite" else None
@@ -877,6 +943,17 @@ def figures(results: dict) -> list[dict]:
             "",
             None,
         )
+        add(
+            store,
+            f"verify since checkpoint, {v['incremental_txs']:,} new tx (base: full verify)",
+            v["datoms"],
+            v["incremental_s"],
+            "s",
+            v["full_after_s"],
+            v["incremental_s"] / v["full_after_s"],
+            "",
+            None,
+        )
         vb = r["verify_bulk_ledger"]
         add(
             store,
@@ -987,6 +1064,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-verify-txs", type=int, help="on PostgreSQL (default 20000)")
     ap.add_argument("--reads", type=int, help="as-of reads per size (default 2000)")
     ap.add_argument("--profile", type=Path, help="write pyinstrument profiles into DIR")
+    ap.add_argument(
+        "--small-only", action="store_true", help="only small signed transactions (first size)"
+    )
+    ap.add_argument("--rounds", type=int, help="rounds of small transactions (default 5)")
     args = ap.parse_args(argv)
 
     q = args.quick
@@ -994,13 +1075,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = Config(
         sizes=sizes,
         reads=args.reads or (300 if q else 2000),
-        rounds=3 if q else 5,
+        rounds=args.rounds or (3 if q else 5),
         per_round=30 if q else 60,
         verify_txs=args.verify_txs or (10_000 if q else 100_000),
         pg_sizes=parse_sizes(args.pg_sizes) if args.pg_sizes else sizes,
         pg_verify_txs=args.pg_verify_txs or (5_000 if q else 20_000),
         profile=args.profile,
         verify_repeats=1 if q else 3,
+        small_only=args.small_only,
     )
     results: dict[str, Any] = {"machine": machine(), "config": {}}
     results["config"] = {
@@ -1017,7 +1099,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="keel-bench-") as tmp:
         root = Path(tmp)
-        warm_up(root)
+        if not cfg.small_only:
+            warm_up(root)
         say(f"sqlite: growing a ledger through {', '.join(f'{s:,}' for s in sizes)} datoms")
         results["sqlite"] = bench_sqlite(cfg, root)
     if not args.no_postgres:

@@ -31,7 +31,7 @@ def retract(e, a, v, **kw) -> dict:
 
 
 def head(led: Ledger) -> int:
-    return led.store.head()[0]
+    return led.head().id
 
 
 def datom_count(led: Ledger) -> int:

@@ -650,6 +650,155 @@ def test_cli_verify_finds_a_high_bit_flipped_in_a_tx_id(home, store_kind):
 
 
 # ---------------------------------------------------------------------------------------
+# incremental verify: what was written since the newest trustworthy checkpoint
+# ---------------------------------------------------------------------------------------
+
+
+def _grow_after_checkpoint(led: Ledger, count: int) -> list[int]:
+    """`count` more transactions after the corpus's checkpoint; their ids."""
+    return [
+        led.transact(
+            [{"e": f"late-{i}", "a": "person/name", "v": f"written late, number {i}"}],
+            reason=f"late {i}",
+        ).tx
+        for i in range(count)
+    ]
+
+
+def test_incremental_verify_names_a_flipped_value_written_after_the_checkpoint(
+    ledger, store_kind, target
+):
+    build_corpus(ledger)
+    cp_size = ledger.store.checkpoints()[-1].size
+    late = _grow_after_checkpoint(ledger, 6)
+    clean = ledger.verify_incremental()
+    assert clean.ok, clean
+    assert clean.since == cp_size and clean.transactions == late[-1]
+    assert clean.datoms == ledger.verify().datoms - sum(
+        r.tx.n for r in ledger.tx_range(0, cp_size)
+    ), "transactions the checkpoint covers were recomputed"
+    victim = late[3]
+    raw = Raw(store_kind, target)
+    try:
+        (value,) = raw.q("SELECT v FROM datoms WHERE tx = ? AND idx = 0", [victim])[0]
+        raw.q(
+            "UPDATE datoms SET v = ? WHERE tx = ? AND idx = 0",
+            [bytes([value[0] ^ 0x20]) + bytes(value[1:]), victim],
+        )
+        report = ledger.verify_incremental()
+        assert not report.ok and report.first_bad == victim, report
+        assert report.since == cp_size
+        assert "does not match its digest" in report.problem
+        raw.q("UPDATE datoms SET v = ? WHERE tx = ? AND idx = 0", [value, victim])
+    finally:
+        raw.close()
+    assert ledger.verify_incremental().ok
+
+
+def test_incremental_verify_trusts_only_a_checkpoint_that_matches_and_is_signed(
+    ledger, store_kind, target
+):
+    """A checkpoint whose root no longer matches the hash column, or whose signature is
+    bad, is passed over for an older one, or for the genesis."""
+    build_corpus(ledger)
+    first_cp = ledger.store.checkpoints()[-1].size
+    _grow_after_checkpoint(ledger, 3)
+    second_cp = ledger.checkpoint()["size"]
+    _grow_after_checkpoint(ledger, 2)
+    assert ledger.verify_incremental().since == second_cp
+    raw = Raw(store_kind, target)
+    try:
+        # a bad signature on the newest: resume from the older one, and report the newest
+        (sig,) = raw.q("SELECT sig FROM checkpoints WHERE size = ?", [second_cp])[0]
+        raw.q(
+            "UPDATE checkpoints SET sig = ? WHERE size = ?",
+            [flip_byte(bytes(sig), random.Random(SEED)), second_cp],
+        )
+        report = ledger.verify_incremental()
+        assert report.since == first_cp, report
+        assert not report.ok and "invalid signature" in report.problem, report
+        raw.q("UPDATE checkpoints SET sig = ? WHERE size = ?", [sig, second_cp])
+        # a changed hash before both: neither root matches, so every transaction is checked
+        victim = first_cp - 4
+        (digest,) = raw.q("SELECT hash FROM txs WHERE id = ?", [victim])[0]
+        raw.q(
+            "UPDATE txs SET hash = ? WHERE id = ?",
+            [flip_byte(bytes(digest), random.Random(SEED)), victim],
+        )
+        report = ledger.verify_incremental()
+        assert report.since == 0, report
+        assert not report.ok and report.first_bad == victim, report
+        raw.q("UPDATE txs SET hash = ? WHERE id = ?", [digest, victim])
+    finally:
+        raw.close()
+    assert ledger.verify_incremental().since == second_cp
+
+
+# ---------------------------------------------------------------------------------------
+# a damaged SQLite file whose rows all still read
+# ---------------------------------------------------------------------------------------
+
+
+def _damaged_copy(tmp_path: Path, edit) -> Path:
+    """A closed, fully checkpointed corpus ledger, then `edit(bytearray)` of its file."""
+    home = tmp_path / "home"
+    home.mkdir()
+    db = home / "keel.db"
+    operator = Signer.generate("operator")
+    with Ledger.open(db, signer=operator) as led:
+        led.register_identity("operator", operator.public_key, "operator")
+        build_corpus(led)
+    assert not (home / "keel.db-wal").exists()
+    data = bytearray(db.read_bytes())
+    edit(data, db)
+    db.write_bytes(bytes(data))
+    return db
+
+
+def _page_of(db: Path, table: str) -> tuple[int, int]:
+    conn = sqlite3.connect(db)
+    try:
+        (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", [table])
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    finally:
+        conn.close()
+    return root[0], size
+
+
+def _header_reserved_bytes(data: bytearray, db: Path) -> None:
+    data[20] = 8  # bytes reserved at the end of every page: every b-tree page now overflows
+
+
+def _header_write_version(data: bytearray, db: Path) -> None:
+    data[18] = 3  # a file format newer than this SQLite: it opens the file read-only
+
+
+def _page_fragment_count(data: bytearray, db: Path) -> None:
+    page, size = _page_of(db, "txs")
+    data[(page - 1) * size + 7] ^= 0x05  # the page header's count of fragmented bytes
+
+
+@pytest.mark.parametrize(
+    "damage", [_header_reserved_bytes, _header_write_version, _page_fragment_count]
+)
+def test_a_damaged_sqlite_file_fails_verify_though_every_row_reads(tmp_path, damage):
+    db = _damaged_copy(tmp_path, damage)
+    raw = sqlite3.connect(db)
+    counts = raw.execute(
+        "SELECT (SELECT count(*) FROM txs), (SELECT count(*) FROM datoms),"
+        " (SELECT sum(length(v)) FROM datoms)"
+    ).fetchone()
+    raw.close()
+    assert counts[0] > 30 and counts[1] > 60, "every row still reads"
+    with Ledger.open(db) as led:
+        full = led.verify()
+        assert not full.ok, f"{damage.__name__}: verify passed a damaged file: {full}"
+        assert "is damaged" in full.problem and str(db) in full.problem, full
+        incremental = led.verify_incremental()
+        assert not incremental.ok and incremental.problem == full.problem, incremental
+
+
+# ---------------------------------------------------------------------------------------
 # concurrent writers
 # ---------------------------------------------------------------------------------------
 

@@ -89,7 +89,7 @@ def clocked(target, operator):
 
 
 def head(led: Ledger) -> int:
-    return led.store.head()[0]
+    return led.head().id
 
 
 def datom_count(led: Ledger) -> int:

@@ -131,7 +131,7 @@ class Driver:
             ["tx", "retract", "correct", "restore", "branch", "checkpoint"],
             [6, 3, 2, 1, 1, 1],
         )[0]
-        head = self.led.store.head()[0]
+        head = self.led.head().id
         if kind == "tx":
             self._transact([self._add() for _ in range(rnd.randrange(1, 5))])
         elif kind == "retract":
@@ -178,7 +178,7 @@ def new_ledger(path: Path, signer: Signer) -> Ledger:
 
 def views(led: Ledger) -> dict:
     """Everything a reader can see, along both time axes, on every branch."""
-    head = led.store.head()[0]
+    head = led.head().id
     out: dict = {"log": list(led.log()), "identities": led.identities()}
     out["schema"] = {k: v.to_json() for k, v in led.schema.items()}
     out["branches"] = [b.__dict__ for b in led.branches()]
@@ -207,7 +207,7 @@ def replay_and_compare(src: Ledger, dst: Ledger, tmp: Path) -> None:
     text = buf.getvalue()
     path = tmp / f"export-{uuid.uuid4().hex[:6]}.jsonl"
     path.write_text(text)
-    assert dst.import_file(path) == count == src.store.head()[0]
+    assert dst.import_file(path) == count == src.head().id
     assert dst.store.tx_hashes() == src.store.tx_hashes()
     assert dst.merkle_log().root() == src.merkle_log().root()
     assert dst.store.checkpoints() == src.store.checkpoints()
@@ -308,7 +308,7 @@ def test_an_as_of_view_never_changes_afterwards(rnd, before, after):
             drv = Driver(led, rnd)
             for _ in range(before):
                 drv.step()
-            head = led.store.head()[0]
+            head = led.head().id
             points = sorted({2, head, rnd.randrange(1, head + 1), rnd.randrange(1, head + 1)})
             snaps = {t: as_of_snapshot(led, t) for t in points}
             for _ in range(after):

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..ledger import Ledger
+from ..ledger import Ledger, TxRow
 from ..ledger.instants import format_instant
 
 QUIET_NAMESPACES = frozenset({"keel.sub", "keel.dead"})
@@ -80,9 +80,8 @@ def namespace(attr: str) -> str:
     return attr.partition("/")[0]
 
 
-def derive(tx_row: tuple, touches: Iterable[tuple[str, str]]) -> list[Event]:
+def derive(tx: TxRow, touches: Iterable[tuple[str, str]]) -> list[Event]:
     """The events of one transaction, from its row and its (entity, attribute) pairs."""
-    tid, _h, _p, branch, time_us, author, _k, reason = tx_row[:8]
     groups: dict[tuple[str, str], list[str]] = {}
     quiet = True
     for e, a in touches:
@@ -93,11 +92,13 @@ def derive(tx_row: tuple, touches: Iterable[tuple[str, str]]) -> list[Event]:
             attrs.append(a)
     if quiet:
         return []
-    events = [Event(tid, 0, "tx", time_us, author, branch, reason=reason)]
+    events = [Event(tx.id, 0, "tx", tx.time, tx.author, tx.branch, reason=tx.reason)]
     for n, ((ns, e), attrs) in enumerate(sorted(groups.items()), start=1):
         if ns not in QUIET_NAMESPACES:
             events.append(
-                Event(tid, n, ns, time_us, author, branch, entity=e, attributes=tuple(attrs))
+                Event(
+                    tx.id, n, ns, tx.time, tx.author, tx.branch, entity=e, attributes=tuple(attrs)
+                )
             )
     return events
 
@@ -110,8 +111,7 @@ class EventSource:
         self.batch_txs = batch_txs
 
     def head(self) -> int:
-        head = self.ledger.store.head()
-        return head[0] if head else 0
+        return self.ledger.head().id
 
     def read(self, after: Position, upto: int | None = None) -> tuple[list[Event], Position]:
         """Events after `after` from at most `batch_txs` transactions, oldest first, and the
@@ -122,15 +122,9 @@ class EventSource:
         hi = min(head, lo + self.batch_txs - 1)
         if lo > hi:
             return [], after
-        store = self.ledger.store
-        touches: dict[int, list[tuple[str, str]]] = {}
-        for tx, e, a in store.fetchall(
-            "SELECT tx, e, a FROM datoms WHERE tx >= ? AND tx <= ? ORDER BY tx, idx", [lo, hi]
-        ):
-            touches.setdefault(tx, []).append((e, a))
         out = []
-        for row in store.tx_rows(lo, hi):
-            for event in derive(row, touches.get(row[0], ())):
+        for record in self.ledger.tx_range(lo - 1, hi):
+            for event in derive(record.tx, [(d.e, d.a) for d in record.datoms]):
                 if event.position > after:
                     out.append(event)
         return out, Position(hi, END_OF_TX)

@@ -3,9 +3,11 @@ Merkle-logged transactions. See docs/api.md for the Python API.
 """
 
 from .errors import BadInput, Conflict, Corrupt, KeelError, NotFound, Refused, SchemaError
+from .history import TxRecord
 from .ledger import MAIN, Branch, Ledger, PendingTx, TxResult, View
 from .schema import Attribute
 from .signing import Signer
+from .stores.rows import DatomRow, Head, TxRow
 from .verify import Report
 
 __all__ = [
@@ -15,6 +17,8 @@ __all__ = [
     "Branch",
     "Conflict",
     "Corrupt",
+    "DatomRow",
+    "Head",
     "KeelError",
     "Ledger",
     "NotFound",
@@ -23,6 +27,8 @@ __all__ = [
     "Report",
     "SchemaError",
     "Signer",
+    "TxRecord",
     "TxResult",
+    "TxRow",
     "View",
 ]

@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from .checks import Sequencer, branch_names, check_tx
 from .encoding import checkpoint_bytes
 from .errors import BadInput, Corrupt
+from .history import tx_range
 from .signing import verify_signature
 from .stores import Store
 from .stores.base import INLINE_LIMIT
-from .verify import Sequencer, branch_names, check_tx
+from .stores.rows import CheckpointRow, DatomRow, TxRow
 
 FORMAT = {"keel": "ledger-export", "version": 1}
-BATCH = 2000
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -35,57 +36,51 @@ def _unb64(text: str | None) -> bytes | None:
 def export_lines(store: Store) -> Iterator[dict]:
     yield FORMAT
     names = branch_names(store)
-    head = store.head()
-    size = head[0] if head else 0
-    for lo in range(1, size + 1, BATCH):
-        hi = min(lo + BATCH - 1, size)
-        by_tx: dict[int, list] = {}
-        for d in store.datom_rows(lo, hi):
-            by_tx.setdefault(d[0], []).append(d)
-        for tx in store.tx_rows(lo, hi):
-            datoms = []
-            for _t, _i, _b, e, a, v, tag, big, op, vf, vt, salt, vdigest in by_tx.get(tx[0], []):
-                value = v
-                if big and v is not None:
-                    value = store.get_blob(bytes(v))
-                    if value is None:
-                        raise Corrupt(f"transaction {tx[0]}: blob {bytes(v).hex()} is missing")
-                datoms.append(
-                    {
-                        "e": e,
-                        "a": a,
-                        "op": op,
-                        "type": tag,
-                        "v": _b64(value),
-                        "salt": _b64(salt),
-                        "vdigest": bytes(vdigest).hex(),
-                        "valid_from": vf,
-                        "valid_to": vt,
-                    }
-                )
-            yield {
-                "tx": tx[0],
-                "hash": bytes(tx[1]).hex(),
-                "prev": bytes(tx[2]).hex(),
-                "branch": names.get(tx[3]),
-                "branch_id": tx[3],
-                "time": tx[4],
-                "author": tx[5],
-                "key": bytes(tx[6]).hex(),
-                "reason": tx[7],
-                "root": bytes(tx[8]).hex(),
-                "sig": bytes(tx[10]).hex(),
-                "schema": tx[11],
-                "datoms": datoms,
-            }
-    for size_, root, t, key, sig in store.checkpoints():
+    for record in tx_range(store):
+        tx = record.tx
+        datoms = []
+        for d in record.datoms:
+            value = d.v
+            if d.big and d.v is not None:
+                value = store.get_blob(bytes(d.v))
+                if value is None:
+                    raise Corrupt(f"transaction {tx.id}: blob {bytes(d.v).hex()} is missing")
+            datoms.append(
+                {
+                    "e": d.e,
+                    "a": d.a,
+                    "op": d.op,
+                    "type": d.vtype,
+                    "v": _b64(value),
+                    "salt": _b64(d.salt),
+                    "vdigest": bytes(d.vdigest).hex(),
+                    "valid_from": d.vf,
+                    "valid_to": d.vt,
+                }
+            )
+        yield {
+            "tx": tx.id,
+            "hash": bytes(tx.hash).hex(),
+            "prev": bytes(tx.prev).hex(),
+            "branch": names.get(tx.branch),
+            "branch_id": tx.branch,
+            "time": tx.time,
+            "author": tx.author,
+            "key": bytes(tx.key).hex(),
+            "reason": tx.reason,
+            "root": bytes(tx.root).hex(),
+            "sig": bytes(tx.sig).hex(),
+            "schema": tx.schema,
+            "datoms": datoms,
+        }
+    for cp in store.checkpoints():
         yield {
             "checkpoint": {
-                "size": size_,
-                "root": root.hex(),
-                "time": t,
-                "key": key.hex(),
-                "sig": sig.hex(),
+                "size": cp.size,
+                "root": cp.root.hex(),
+                "time": cp.time,
+                "key": cp.key.hex(),
+                "sig": cp.sig.hex(),
             }
         }
 
@@ -98,10 +93,10 @@ def export(store: Store, out: IO[str]) -> int:
     return count
 
 
-def _rows(line: dict) -> tuple[tuple, list[tuple], dict[bytes, bytes]]:
+def _rows(line: dict) -> tuple[TxRow, list[DatomRow], dict[bytes, bytes]]:
     """Stored rows from one exported transaction line; big values go to `blobs`."""
     tid = line["tx"]
-    tx = (
+    tx = TxRow(
         tid,
         bytes.fromhex(line["hash"]),
         bytes.fromhex(line["prev"]),
@@ -123,7 +118,7 @@ def _rows(line: dict) -> tuple[tuple, list[tuple], dict[bytes, bytes]]:
             digest = hashlib.sha256(value).digest()
             blobs[digest], value, big = value, digest, 1
         datoms.append(
-            (
+            DatomRow(
                 tid,
                 i,
                 line["branch_id"],
@@ -157,10 +152,10 @@ def import_file(store: Store, path: Path) -> int:
         raise BadInput(f"{path} is not a keel ledger export (its first line names the format)")
     seq = Sequencer()
     names: dict[int, str] = {0: "main"}
-    pending: list[tuple] = []
+    pending: list[tuple[TxRow, list[DatomRow], dict[bytes, bytes]]] = []
     checkpoints = []
     head = store.head()
-    have = head[0] if head else 0
+    have = head.id if head else 0
     try:
         for line in lines[1:]:
             if "checkpoint" in line:
@@ -171,12 +166,12 @@ def import_file(store: Store, path: Path) -> int:
             checked = check_tx(tx, datoms, line["branch"] or "", blobs.get)
             problem = seq.feed(checked, names)
             if problem:
-                raise Corrupt(f"transaction {tx[0]} in {path.name} fails verification: {problem}")
-            if tx[0] <= have:
-                stored = store.tx_rows(tx[0], tx[0])
-                if bytes(stored[0][1]) != tx[1]:
+                raise Corrupt(f"transaction {tx.id} in {path.name} fails verification: {problem}")
+            if tx.id <= have:
+                (stored,) = store.tx_rows(tx.id, tx.id)
+                if bytes(stored.hash) != tx.hash:
                     raise Corrupt(
-                        f"transaction {tx[0]} in {path.name} differs from the one "
+                        f"transaction {tx.id} in {path.name} differs from the one "
                         "already in this ledger"
                     )
                 continue
@@ -201,20 +196,20 @@ def import_file(store: Store, path: Path) -> int:
             raise Corrupt(f"the checkpoint at size {cp['size']} in {path.name} does not verify")
     with store.write():
         current = store.head()
-        if (current[0] if current else 0) != have:
+        if (current.id if current else 0) != have:
             raise Corrupt("the ledger changed during the import; run it again")
         for tx, datoms, blobs in pending:
-            for digest, data in blobs.items():
-                store.put_blob(digest, data)
-            store.insert(tx, datoms)
-        known = {(s, r.hex()) for s, r, *_ in store.checkpoints()}
+            store.insert(tx, datoms, blobs)
+        known = {(c.size, c.root.hex()) for c in store.checkpoints()}
         for cp in checkpoints:
             if (cp["size"], cp["root"]) not in known:
                 store.add_checkpoint(
-                    cp["size"],
-                    bytes.fromhex(cp["root"]),
-                    cp["time"],
-                    bytes.fromhex(cp["key"]),
-                    bytes.fromhex(cp["sig"]),
+                    CheckpointRow(
+                        cp["size"],
+                        bytes.fromhex(cp["root"]),
+                        cp["time"],
+                        bytes.fromhex(cp["key"]),
+                        bytes.fromhex(cp["sig"]),
+                    )
                 )
     return len(pending)

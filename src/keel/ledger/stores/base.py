@@ -1,23 +1,47 @@
 """What the ledger needs from a store: SQL shared by both back ends, and their differences.
 
-Rows are plain tuples in a fixed column order (see TX_COLUMNS and DATOM_COLUMNS); the
+All of the ledger's SQL lives in the stores. Rows come back named (`rows.py`); the
 ledger above owns every rule, the store only keeps rows and serialises writers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-TX_COLUMNS = "id, hash, prev, branch, time, author, key, reason, root, n, sig, schema"
-DATOM_COLUMNS = "tx, idx, branch, e, a, v, vtype, big, op, vf, vt, salt, vdigest"
+from .rows import (
+    DATOM_COLUMNS,
+    FACT_COLUMNS,
+    TX_COLUMNS,
+    CheckpointRow,
+    DatomRow,
+    EntityFact,
+    Fact,
+    Head,
+    TxRow,
+    WriteStart,
+    named,
+)
+
+__all__ = ["DATOM_COLUMNS", "INLINE_LIMIT", "TX_COLUMNS", "Segments", "Store"]
 
 #: Values whose canonical bytes are longer than this live in the blob store.
 INLINE_LIMIT = 1024
 
 #: Which transactions a view can see: (branch id, highest visible tx) pairs.
 Segments = Sequence[tuple[int, int]]
+
+_HEAD = "SELECT id, hash, time FROM txs ORDER BY id DESC LIMIT 1"
+_SCHEMA_VERSION = "SELECT max(id) FROM txs WHERE schema = 1"
+_HEAD_AND_SCHEMA_VERSION = (
+    "SELECT id, hash, time, (SELECT max(id) FROM txs WHERE schema = 1)"
+    " FROM txs ORDER BY id DESC LIMIT 1"
+)
+_MAIN_KEYS = (
+    f"SELECT {FACT_COLUMNS} FROM datoms WHERE e = ? AND a = 'keel.identity/key'"
+    " AND branch = 0 ORDER BY tx, idx"
+)
 
 
 def visibility(segments: Segments, prefix: str = "") -> tuple[str, list[int]]:
@@ -32,10 +56,8 @@ class Store:
     """Common SQL over a DB-API connection; subclasses set the dialect."""
 
     placeholder = "?"
-    ddl: tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        self._in_write = False
+    #: Exceptions by which the back end says its storage is damaged or unreadable.
+    storage_errors: tuple[type[Exception], ...] = ()
 
     # -- dialect hooks -------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
@@ -56,6 +78,11 @@ class Store:
     def get_blob(self, digest: bytes) -> bytes | None:
         raise NotImplementedError
 
+    def integrity_problem(self) -> str | None:
+        """What is wrong with the storage itself (a damaged file), below the rows that
+        verification recomputes; None when the back end finds nothing."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -63,7 +90,7 @@ class Store:
     def location(self) -> str:
         raise NotImplementedError
 
-    # -- shared SQL -----------------------------------------------------------------------
+    # -- plain SQL, for tests and benches that look beneath the ledger --------------------
     def _q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
@@ -73,30 +100,110 @@ class Store:
     def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         return self._execute(self._q(sql), params).fetchone()
 
-    def head(self) -> tuple[int, bytes, int] | None:
-        """(id, hash, time) of the newest transaction, or None for an empty ledger."""
-        row = self.fetchone("SELECT id, hash, time FROM txs ORDER BY id DESC LIMIT 1")
-        return (row[0], bytes(row[1]), row[2]) if row else None
-
-    def schema_version(self) -> int:
-        row = self.fetchone("SELECT max(id) FROM txs WHERE schema = 1")
-        return row[0] or 0 if row else 0
-
-    def insert(self, tx_row: Sequence[Any], datom_rows: Sequence[Sequence[Any]]) -> None:
-        self._execute(self._q(f"INSERT INTO txs ({TX_COLUMNS}) VALUES ({_marks(12)})"), tx_row)
-        self._executemany(
-            self._q(f"INSERT INTO datoms ({DATOM_COLUMNS}) VALUES ({_marks(13)})"), datom_rows
+    # -- writing --------------------------------------------------------------------------
+    def write_start(self, author_entity: str) -> WriteStart:
+        """What a commit reads under the write lock: the head with the schema version, and
+        the author's key datoms on main. Both queries are sent before either result is
+        read, so a pipelining back end answers them in one round trip."""
+        head = self._execute(self._q(_HEAD_AND_SCHEMA_VERSION))
+        keys = self._execute(self._q(_MAIN_KEYS), [author_entity])
+        row = head.fetchone()
+        return WriteStart(
+            _head(row),
+            (row[3] or 0) if row else 0,
+            named(Fact, keys.fetchall()),
         )
 
-    def entity_datoms(self, e: str, segments: Segments, attr: str | None = None) -> list[tuple]:
-        """(a, v, vtype, big, op, vf, vt, tx, idx) for one entity, oldest first."""
+    def insert(
+        self, tx: TxRow, datoms: Sequence[DatomRow], blobs: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """One transaction's rows, after the large values they refer to."""
+        for digest, data in (blobs or {}).items():
+            self.put_blob(digest, data)
+        self._execute(self._q(f"INSERT INTO txs ({TX_COLUMNS}) VALUES ({_marks(12)})"), tx)
+        self._executemany(
+            self._q(f"INSERT INTO datoms ({DATOM_COLUMNS}) VALUES ({_marks(13)})"), datoms
+        )
+
+    def add_checkpoint(self, cp: CheckpointRow) -> None:
+        self._execute(
+            self._q("INSERT INTO checkpoints (size, root, time, key, sig) VALUES (?, ?, ?, ?, ?)"),
+            cp,
+        )
+
+    # -- transactions ---------------------------------------------------------------------
+    def head(self) -> Head | None:
+        """The newest transaction, or None for an empty ledger."""
+        return _head(self.fetchone(_HEAD))
+
+    def schema_version(self) -> int:
+        """The newest transaction that changed the schema (0: none yet)."""
+        return _first_int(self.fetchone(_SCHEMA_VERSION))
+
+    def tx_rows(self, lo: int = 1, hi: int | None = None, branches: Sequence[int] = ()) -> list:
+        """Transactions lo..hi (inclusive; hi None: to the end), oldest first."""
+        sql = f"SELECT {TX_COLUMNS} FROM txs WHERE id >= ?"
+        args: list[Any] = [lo]
+        if hi is not None:
+            sql += " AND id <= ?"
+            args.append(hi)
+        if branches:
+            sql += f" AND branch IN ({', '.join('?' * len(branches))})"
+            args += list(branches)
+        return named(TxRow, self.fetchall(sql + " ORDER BY id", args))
+
+    def tx_time(self, tx: int) -> int | None:
+        row = self.fetchone("SELECT time FROM txs WHERE id = ?", [tx])
+        return row[0] if row else None
+
+    def tx_hashes(self, upto: int | None = None, after: int = 0) -> list[bytes]:
+        """The hash column alone, in id order: all the Merkle log needs."""
+        sql, args = "SELECT hash FROM txs WHERE id > ?", [after]
+        if upto is not None:
+            sql += " AND id <= ?"
+            args.append(upto)
+        return [bytes(r[0]) for r in self.fetchall(sql + " ORDER BY id", args)]
+
+    def tx_id_by_hash(self, digest: bytes) -> int | None:
+        row = self.fetchone("SELECT id FROM txs WHERE hash = ?", [digest])
+        return row[0] if row else None
+
+    def last_tx_on(self, branch: int) -> int:
+        return _first_int(self.fetchone("SELECT max(id) FROM txs WHERE branch = ?", [branch]))
+
+    def last_tx_at(self, instant: int) -> int:
+        return _first_int(self.fetchone("SELECT max(id) FROM txs WHERE time <= ?", [instant]))
+
+    def tx_count(self) -> int:
+        return _first_int(self.fetchone("SELECT count(*) FROM txs"))
+
+    def tx_ids(self, start: int, limit: int) -> list[int]:
+        """Stored transaction ids from `start` on, ascending: for finding a gap."""
+        rows = self.fetchall("SELECT id FROM txs WHERE id >= ? ORDER BY id LIMIT ?", [start, limit])
+        return [r[0] for r in rows]
+
+    # -- datoms ---------------------------------------------------------------------------
+    def datom_rows(self, lo: int, hi: int) -> list:
+        """The datoms of transactions lo..hi, by (tx, idx)."""
+        rows = self.fetchall(
+            f"SELECT {DATOM_COLUMNS} FROM datoms WHERE tx >= ? AND tx <= ? ORDER BY tx, idx",
+            [lo, hi],
+        )
+        return named(DatomRow, rows)
+
+    def datoms_after(self, tx: int) -> int:
+        """How many datoms claim a transaction beyond `tx`."""
+        return _first_int(self.fetchone("SELECT count(*) FROM datoms WHERE tx > ?", [tx]))
+
+    def entity_datoms(self, e: str, segments: Segments, attr: str | None = None) -> list[Fact]:
+        """The visible datoms of one entity (or of one of its attributes), oldest first."""
         vis, params = visibility(segments)
-        sql = f"SELECT a, v, vtype, big, op, vf, vt, tx, idx FROM datoms WHERE e = ? AND {vis}"
+        sql = f"SELECT {FACT_COLUMNS} FROM datoms WHERE e = ? AND {vis}"
         args: list[Any] = [e, *params]
         if attr is not None:
             sql += " AND a = ?"
             args.append(attr)
-        return self.fetchall(sql + " ORDER BY tx, idx", args)
+        return named(Fact, self.fetchall(sql + " ORDER BY tx, idx", args))
 
     def entities_with(
         self, attr: str, key: bytes | None, big: int, segments: Segments, after: str, limit: int
@@ -119,62 +226,52 @@ class Store:
         )
         return [(r[0], r[1]) for r in rows]
 
-    def attr_datoms(self, attrs: Sequence[str], segments: Segments | None) -> list[tuple]:
-        """(e, a, v, vtype, big, op, vf, vt, tx, idx) of some attributes, oldest first.
-
-        With no segments, every branch's datoms are read.
-        """
+    def attr_datoms(self, attrs: Sequence[str], segments: Segments | None) -> list[EntityFact]:
+        """The datoms of some attributes, oldest first; with no segments, on every branch."""
         vis, params = visibility(segments) if segments is not None else ("1 = 1", [])
         marks = ", ".join("?" * len(attrs))
-        return self.fetchall(
-            f"SELECT e, a, v, vtype, big, op, vf, vt, tx, idx FROM datoms"
-            f" WHERE a IN ({marks}) AND {vis} ORDER BY tx, idx",
+        rows = self.fetchall(
+            f"SELECT e, {FACT_COLUMNS} FROM datoms WHERE a IN ({marks}) AND {vis} ORDER BY tx, idx",
             [*attrs, *params],
         )
+        return named(EntityFact, rows)
 
-    def tx_rows(self, lo: int = 1, hi: int | None = None, branches: Sequence[int] = ()) -> list:
-        sql = f"SELECT {TX_COLUMNS} FROM txs WHERE id >= ?"
-        args: list[Any] = [lo]
-        if hi is not None:
-            sql += " AND id <= ?"
-            args.append(hi)
-        if branches:
-            sql += f" AND branch IN ({', '.join('?' * len(branches))})"
-            args += list(branches)
-        return self.fetchall(sql + " ORDER BY id", args)
-
-    def datom_rows(self, lo: int, hi: int) -> list:
-        return self.fetchall(
-            f"SELECT {DATOM_COLUMNS} FROM datoms WHERE tx >= ? AND tx <= ? ORDER BY tx, idx",
-            [lo, hi],
+    def branch_datoms(self, branch: int, skip_prefix: str) -> list[EntityFact]:
+        """Every datom written on one branch, oldest first, except attributes under
+        `skip_prefix` (bookkeeping that is never replayed)."""
+        rows = self.fetchall(
+            f"SELECT e, {FACT_COLUMNS} FROM datoms WHERE branch = ? AND a NOT LIKE ?"
+            " ORDER BY tx, idx",
+            [branch, skip_prefix + "%"],
         )
+        return named(EntityFact, rows)
 
-    def tx_hashes(self) -> list[bytes]:
-        return [bytes(r[0]) for r in self.fetchall("SELECT hash FROM txs ORDER BY id")]
-
-    def tx_id_by_hash(self, digest: bytes) -> int | None:
-        row = self.fetchone("SELECT id FROM txs WHERE hash = ?", [digest])
-        return row[0] if row else None
-
-    def last_tx_on(self, branch: int) -> int:
-        row = self.fetchone("SELECT max(id) FROM txs WHERE branch = ?", [branch])
-        return row[0] or 0 if row else 0
-
-    def last_tx_at(self, instant: int) -> int:
-        row = self.fetchone("SELECT max(id) FROM txs WHERE time <= ?", [instant])
-        return row[0] or 0 if row else 0
-
-    def add_checkpoint(self, size: int, root: bytes, time_us: int, key: bytes, sig: bytes) -> None:
-        self._execute(
-            self._q("INSERT INTO checkpoints (size, root, time, key, sig) VALUES (?, ?, ?, ?, ?)"),
-            [size, root, time_us, key, sig],
+    def changed_since(
+        self, branch: int, after: int, skip_prefix: str
+    ) -> list[tuple[str, str, int]]:
+        """(entity, attribute, first tx) of what a branch changed after tx `after`."""
+        rows = self.fetchall(
+            "SELECT e, a, min(tx) FROM datoms WHERE branch = ? AND tx > ? AND a NOT LIKE ?"
+            " GROUP BY e, a",
+            [branch, after, skip_prefix + "%"],
         )
+        return [(r[0], r[1], r[2]) for r in rows]
 
-    def checkpoints(self) -> list[tuple[int, bytes, int, bytes, bytes]]:
+    # -- checkpoints ----------------------------------------------------------------------
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every checkpoint, ordered by (size, time)."""
         rows = self.fetchall(
             "SELECT size, root, time, key, sig FROM checkpoints ORDER BY size, time"
         )
-        return [(r[0], bytes(r[1]), r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+        return [CheckpointRow(r[0], bytes(r[1]), r[2], bytes(r[3]), bytes(r[4])) for r in rows]
+
+
+def _head(row: Sequence | None) -> Head | None:
+    return Head(row[0], bytes(row[1]), row[2]) if row else None
+
+
+def _first_int(row: Sequence | None) -> int:
+    return (row[0] or 0) if row else 0
 
 
 def _marks(n: int) -> str:

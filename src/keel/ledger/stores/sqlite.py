@@ -37,8 +37,9 @@ DDL = (
 
 
 class SqliteStore(Store):
+    storage_errors = (sqlite3.DatabaseError,)
+
     def __init__(self, path: Path, blob_dir: Path | None = None, synchronous: str = "FULL"):
-        super().__init__()
         self.path = Path(path)
         self.blob_dir = blob_dir or self.path.parent / "blobs"
         if not self.path.parent.is_dir():
@@ -107,5 +108,38 @@ class SqliteStore(Store):
         except OSError:
             return None
 
+    def integrity_problem(self) -> str | None:
+        """SQLite's own structural check of every page (`PRAGMA quick_check`), and the file
+        header's write version. Verification recomputes rows; a damaged header or b-tree
+        can leave every row readable while writes fail, and only these checks see it."""
+        try:
+            found = [r[0] for r in self.conn.execute("PRAGMA quick_check").fetchall()]
+            header = _read_header(self.path)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            return f"the SQLite file {self.path} is damaged: {exc}"
+        if found != ["ok"]:
+            listing = "; ".join(" ".join(str(f).split()) for f in found[:3])
+            return f"the SQLite file {self.path} is damaged: {listing}"
+        if header[_WRITE_VERSION] > _NEWEST_FORMAT:
+            return (
+                f"the SQLite file {self.path} is damaged: its header's write version is "
+                f"{header[_WRITE_VERSION]}, so SQLite refuses every write to it"
+            )
+        return None
+
     def close(self) -> None:
         self.conn.close()
+
+
+#: The header byte holding SQLite's file format write version: 1 legacy, 2 WAL. A higher
+#: one opens read-only (a higher read version, byte 19, does not open at all).
+_WRITE_VERSION = 18
+_NEWEST_FORMAT = 2
+
+
+def _read_header(path: Path) -> bytes:
+    with path.open("rb") as f:
+        header = f.read(100)
+    if len(header) < 100:
+        raise OSError(f"its header is {len(header)} bytes long")
+    return header
