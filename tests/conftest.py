@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from keel.govern.home import Home, init
+from keel.govern.home import Home
 from keel.ledger import Ledger, Signer
 
 PG_BASE = os.environ.get("KEEL_TEST_PG", "postgresql://127.0.0.1:5432/test")
@@ -88,16 +88,10 @@ def ledger(target, operator):
 
 
 @pytest.fixture
-def home(store_kind, tmp_path, request, monkeypatch) -> Home:
-    """An initialised KEEL_HOME (KEEL_DB set for the PostgreSQL variant)."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("KEEL_HOME", str(path))
-    if store_kind == "postgres":
-        monkeypatch.setenv("KEEL_DB", request.getfixturevalue("pg_dsn"))
-    else:
-        monkeypatch.delenv("KEEL_DB", raising=False)
-    h, _ = init(path)
-    return h
+def home(keel_home) -> Home:
+    """An initialised KEEL_HOME (KEEL_DB set for the PostgreSQL variant), as `keel init`
+    makes it."""
+    return keel_home
 
 
 def keel(

@@ -329,8 +329,8 @@ def test_the_daemons_index_follows_the_ledger_through_the_bus(home):
             time.sleep(0.05)
         status = runtime.recall().status()
         assert status["cursor"] >= head and status["rows"] >= 1
-        assert runtime.status()["recall"]["mode"] == "hybrid"
-        subs = {s["name"] for s in runtime.status()["subscriptions"]}
+        assert runtime.recall_status()["mode"] == "hybrid"
+        subs = {s["name"] for s in runtime.bus.status(head)}
         assert "recall-index" in subs
     finally:
         runtime.stop()

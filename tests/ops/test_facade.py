@@ -37,3 +37,37 @@ def test_the_route_table_is_the_apis():
     )
     served = {(m, p.replace(":path", ""), op) for m, p, op in ROUTES}
     assert documented == served, documented ^ served
+
+
+def test_a_home_is_the_operators_alone(keel_home):
+    """keel.db was 0644 in a 0755 home: a home is 0700 and its files 0600, a new one and one
+    made by an older keel alike (opened: tightened)."""
+    import os
+    import stat
+
+    import keel
+
+    def modes() -> dict[str, int]:
+        found = {".": stat.S_IMODE(keel_home.path.stat().st_mode)}
+        for root, dirs, files in os.walk(keel_home.path):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                found[os.path.relpath(path, keel_home.path)] = stat.S_IMODE(os.stat(path).st_mode)
+        return found
+
+    with keel.open(keel_home.path) as k:
+        k.memory.capture("x")
+        k.recall.search("x")
+    made = modes()
+    assert {"keys/operator.key", "token", "config.toml"} <= set(made)
+    assert all(
+        m == (0o700 if os.path.isdir(keel_home.path / p) else 0o600) for p, m in made.items()
+    ), made
+    # An older keel left it open to everyone: opening it tightens it again.
+    os.chmod(keel_home.path, 0o755)
+    for name in ("config.toml", "token"):
+        os.chmod(keel_home.path / name, 0o644)
+    if (keel_home.path / "keel.db").exists():
+        os.chmod(keel_home.path / "keel.db", 0o644)
+    keel.open(keel_home.path).close()
+    assert modes() == made

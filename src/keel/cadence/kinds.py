@@ -97,8 +97,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def probe_ledger(ctx: RunContext) -> Outcome:
     with ctx.open_ledger() as ledger:
-        head = ledger.store.head()
-        size = head[0] if head else 0
+        size = ledger.head().id
     return Outcome("ok", f"ledger readable: {size} transactions\n".encode())
 
 

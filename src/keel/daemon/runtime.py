@@ -6,6 +6,7 @@ HTTP API serves it) through `probes` and `kinds`, so this layer never imports th
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -114,8 +115,10 @@ class Runtime:
         """Declare the runtime's schema and load the canon cadence (writing the default
         cadence on a fresh home). Returns the jobs that changed."""
         if not self.cadence_file.exists():
-            self.cadence_file.parent.mkdir(parents=True, exist_ok=True)
-            self.cadence_file.write_text(DEFAULT_CADENCE)
+            self.cadence_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.cadence_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(DEFAULT_CADENCE)
         with self.open_ledger() as ledger:
             ensure_schema(ledger)
             zone = self.home.timezone().key  # jobs that name no zone keep the home's time

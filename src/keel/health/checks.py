@@ -437,8 +437,7 @@ def doctor_probe(
     try:
         with ctx.open_ledger() as ledger:
             if lag_watch is not None and bus is not None:
-                head = ledger.store.head()
-                lag_watch.feed(bus.status(head[0] if head else 0))
+                lag_watch.feed(bus.status(ledger.head().id))
             report = examine(ledger, lag_watch=lag_watch)
     except Exception as exc:
         return Outcome("failed", error="".join(traceback.format_exception_only(exc)).strip())

@@ -153,7 +153,11 @@ def creation_ops(registry: BranchRegistry, view: View, name: str, at: int | None
 
 
 def closing_op(registry: BranchRegistry, name: str, state: str) -> dict:
-    """The fact that closes an open branch as `merged` or `dropped`."""
+    """The fact that closes an open branch as `merged` or `dropped`. Main is the trunk
+    every branch forks from: it is never closed."""
+    if name == MAIN:
+        verb = "merged" if state == "merged" else "dropped"
+        raise BadInput(f"{MAIN} is the trunk every branch forks from; it cannot be {verb}")
     b = registry.get(name)
     if b.state != "open":
         raise Conflict(f"branch {name!r} is already {b.state}")

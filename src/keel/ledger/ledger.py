@@ -230,6 +230,8 @@ class Ledger:
     def merge_branch(self, name: str, signer: Signer | None = None) -> TxResult:
         """Replay a branch's datoms onto its parent, unless the parent changed the same
         entity-attribute since the fork; then raise a Conflict naming each clash."""
+        if name == MAIN:
+            raise BadInput(f"{MAIN} is the trunk every branch forks from; it cannot be merged")
         source = self.branch(name)
         if source.state != "open":
             raise Conflict(f"branch {name!r} is already {source.state}")

@@ -129,10 +129,9 @@ class Preparer:
 
     def _entity(self, ref: Any) -> str:
         if isinstance(ref, str):
-            if ref[:1] == "#":
-                return self.tempids[ref]
-            if len(ref) <= MAX_ID:
-                return ref or self.view.resolve_entity(ref)
+            # Every id is checked, whatever path it takes: a NUL, say, is refused on SQLite
+            # as it must be on PostgreSQL, whose text cannot hold one.
+            return self.tempids[ref] if ref[:1] == "#" else check_id(ref)
         return self.view.resolve_entity(ref)
 
     def _interval(self, op: dict) -> tuple[int, int]:

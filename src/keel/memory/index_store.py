@@ -13,6 +13,7 @@ both may be SQLite.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -318,6 +319,9 @@ class SqliteIndex(IndexStore):
     def __init__(self, path: Path):
         self.path = path
         self.where = f"at {path}"
+        if not path.exists() and path.parent.is_dir():
+            # Derived from memory, so as private as the ledger: its -wal and -shm follow.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         with self._guard():
             self.conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=60

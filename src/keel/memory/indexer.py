@@ -87,7 +87,7 @@ class Indexer:
 
         `on_rows(rows, closed)` lets an in-memory cache follow without reloading."""
         added = 0
-        head = (self.ledger.store.head() or (0,))[0]
+        head = self.ledger.head().id
         cursor = self.store.cursor()
         while cursor < head:
             self.store.begin()

@@ -259,7 +259,7 @@ class Recall:
         """The index's state; `healthy` is false while it cannot be used, and `note` then
         says why and that `keel reindex` repairs it."""
         with self.lock:
-            head = (self.ledger.store.head() or (0,))[0]
+            head = self.ledger.head().id
             if self._usable():
                 try:
                     return {

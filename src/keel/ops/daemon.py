@@ -31,6 +31,7 @@ class Verified:
     seconds: float
     problem: str | None = None
     first_bad: int | None = None
+    since: int = 0  # the checkpoint verification started after (0: from the first)
 
 
 class Daemon:
@@ -59,14 +60,16 @@ class Daemon:
         home = self.services.home
         started = time.perf_counter()
         with self.services.open_guarded() as ledger:
-            report = ledger.verify()
+            # What was written since the last checkpoint the ledger can still vouch for;
+            # everything, when there is none.
+            report = ledger.verify_incremental()
             seconds = round(time.perf_counter() - started, 3)
             if report.ok:
                 home.set_integrity_problem(None)
                 with contextlib.suppress(KeelError):
                     record(ledger, [], [INTEGRITY])  # resolve a finding of an earlier start
                     ledger.checkpoint()
-                return Verified(True, report.transactions, seconds)
+                return Verified(True, report.transactions, seconds, since=report.since)
             where = f"transaction {report.first_bad} is bad: " if report.first_bad else ""
             problem = f"{where}{report.problem}"
             home.set_integrity_problem(problem, report.first_bad)
@@ -75,7 +78,9 @@ class Daemon:
             # read-only mark in the home still says why (status and every write show it).
             with contextlib.suppress(Exception):
                 record(ledger, [Finding(INTEGRITY, "ledger", message, "error")], [INTEGRITY])
-            return Verified(False, report.transactions, seconds, problem, report.first_bad)
+            return Verified(
+                False, report.transactions, seconds, problem, report.first_bad, report.since
+            )
 
     def announce(self, port: int, address: str) -> None:
         """Say where the API listens, for `keel status` and clients in other processes."""

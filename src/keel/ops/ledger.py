@@ -318,6 +318,7 @@ class VerifyReport(Output):
     first_bad: int | None
     problem: str | None
     seconds: float
+    since: int = Field(0, description="Transactions up to here were vouched for by a checkpoint.")
 
 
 @operation("ledger.verify", capability="ledger.verify", writes=False)

@@ -71,8 +71,7 @@ def status(call: Call, p: NoArguments) -> Status:
         if remote is not None:
             return Status.model_validate(remote)
     ledger = call.ledger
-    head = ledger.store.head()
-    size = head[0] if head else 0
+    size = ledger.head().id
     open_now = findings.open_findings(ledger)
     started = runtime.started_at if runtime is not None else None
     recall = runtime.recall_status() if runtime is not None else None

@@ -125,7 +125,7 @@ class Services:
         ledger = self.ledger()
         role = ledger.view().value(identity_entity(identity), "keel.identity/role")
         if role is None:
-            if identity == self.home.operator and ledger.store.head() is None:
+            if identity == self.home.operator and ledger.head().id == 0:
                 return "operator"  # an empty ledger (a restore): its home's operator
             raise Unauthorized(f"{identity!r} is not an identity registered in this ledger")
         return role

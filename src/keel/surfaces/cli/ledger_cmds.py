@@ -242,7 +242,8 @@ def verify(as_json: JsonFlag = False) -> None:
         )
     if not report.ok:
         if not as_json:
-            sys.stderr.write(f"keel: transaction {report.first_bad} is bad: {report.problem}\n")
+            where = f"transaction {report.first_bad} is bad: " if report.first_bad else ""
+            sys.stderr.write(f"keel: {where}{report.problem}\n")
         raise typer.Exit(1)
 
 

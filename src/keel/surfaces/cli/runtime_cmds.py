@@ -50,8 +50,10 @@ def up(
     server = None
     try:
         if verified.ok:
+            since = f", after checkpoint {verified.since}" if verified.since else ""
             out().print(
-                f"ledger verified: {verified.transactions} transactions ({verified.seconds}s)"
+                f"ledger verified: {verified.transactions} transactions{since} "
+                f"({verified.seconds}s)"
             )
         else:
             out().print(
