@@ -65,6 +65,11 @@ def store_kind(request) -> str:
     return request.param
 
 
+#: For tests of logic that does not depend on the store (a command's parsing and
+#: presentation, say): the operations and subsystems under them are tested on both stores.
+sqlite_only = pytest.mark.parametrize("store_kind", ["sqlite"])
+
+
 @pytest.fixture
 def target(store_kind, tmp_path, request) -> str:
     """Where a ledger lives: a SQLite path or a PostgreSQL DSN."""

@@ -1,6 +1,6 @@
 """Canonical byte encodings of datoms, transactions and checkpoints, and their hashes.
 
-Specified in docs/ledger-format.md (with test vectors in tests/vectors/) so that a
+Specified in docs/ledger-format.md (with test vectors in tests/ledger/vectors/) so that a
 verifier can be written in another language. Every variable-length field is prefixed
 by its length as a big-endian u32; integers are big-endian, signed where they can be
 negative. A datom commits to the *digest* of its value, never the value, so that a

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from conftest import sqlite_only
 from keel.ops.door import Caller
 from keel.surfaces.api.server import serve
 
@@ -75,6 +76,7 @@ def authors(client: httpx.Client, entity: str) -> set[str]:
     return {row["author"] for row in rows}
 
 
+@sqlite_only
 def test_every_surface_round_trips(api):
     work = ok(api.post("/memory/remember", json={"text": "scratch", "scope": "run-1", "ttl": "2h"}))
     assert ok(api.get("/memory/working", params={"scope": "run-1"}))[0]["id"] == work["id"]
@@ -149,6 +151,7 @@ def test_every_surface_round_trips(api):
     assert ok(api.get("/memory/items", params={"surface": "episode"}))[0]["id"] == "episode:s-1"
 
 
+@sqlite_only
 def test_wiki_routes(api):
     text = "Raw notes about topic X."
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -273,6 +276,7 @@ def test_a_nul_in_memory_text_is_refused(api, head):
     assert found["mode"] == "hybrid" and found["note"] is None
 
 
+@sqlite_only
 def test_a_relative_vault_folder_is_refused_over_http(api, tmp_path, monkeypatch):
     """Over HTTP a relative folder means nothing to the caller (the old API refused it,
     400); it must not land wherever the daemon happens to run."""
@@ -282,6 +286,7 @@ def test_a_relative_vault_folder_is_refused_over_http(api, tmp_path, monkeypatch
     assert not (tmp_path / "relative").exists()
 
 
+@sqlite_only
 def test_recall_over_http_respects_valid_time(api, run):
     run("memory.entity.add", name="Alice", kind="person", facts={"lives_in": "Denver"},
         valid_from="2019-05-01")  # fmt: skip
@@ -308,6 +313,7 @@ def test_recall_over_http_respects_valid_time(api, run):
     assert rebuilt["reindexed"] > 0
 
 
+@sqlite_only
 def test_vault_over_http(api, run, head, tmp_path):
     run("memory.entity.add", name="Alice Smith", kind="person", summary="Alice.")
     root = tmp_path / "vault"
@@ -340,6 +346,7 @@ def test_vault_over_http(api, run, head, tmp_path):
     assert head() == before
 
 
+@sqlite_only
 def test_memory_routes_are_in_the_openapi_document(api):
     paths = set(httpx.get(f"{root_of(api)}/openapi.json").json()["paths"])
     for route in (

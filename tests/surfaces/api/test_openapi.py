@@ -154,7 +154,7 @@ def test_a_fuzzer_finds_no_5xx(live, document):
 
                 @given(case=op.as_strategy(generation_mode=mode))
                 @settings(
-                    max_examples=4,
+                    max_examples=3,
                     deadline=None,
                     database=None,
                     suppress_health_check=list(HealthCheck),

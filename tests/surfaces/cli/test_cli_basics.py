@@ -8,6 +8,12 @@ import os
 import subprocess
 import sys
 
+from conftest import sqlite_only
+
+# What these commands do with the store is tested on both stores below them (operations,
+# subsystems) and through the surfaces (tests/surfaces/test_through_the_door.py, api, mcp).
+pytestmark = sqlite_only
+
 
 def test_every_read_command_speaks_json(keel_home, cli):
     assert cli("capture", "a note").code == 0
@@ -109,7 +115,7 @@ def test_shell_completion(keel_home):
     assert "_KEEL_COMPLETE" in shown.stdout, shown
 
 
-def test_times_are_shown_in_the_operators_zone(tmp_path, monkeypatch, cli):
+def test_times_are_shown_in_the_operators_zone(tmp_path, monkeypatch, cli, store_kind):
     monkeypatch.setenv("KEEL_HOME", str(tmp_path / "h"))
     monkeypatch.setenv("TZ", "Europe/Berlin")
     monkeypatch.delenv("KEEL_DB", raising=False)

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from ulid import ULID
 
-from conftest import PG_BASE, require_pg
+from conftest import PG_BASE, require_pg, sqlite_only
 from keel.govern.home import Home
 from keel.ledger.encoding import checkpoint_bytes
 from keel.ledger.instants import parse_instant
@@ -203,6 +203,7 @@ def test_init_creates_a_home_and_is_idempotent(tmp_path, fresh_db, monkeypatch, 
     assert ok(cli("verify", "--json")).json()["ok"] is True
 
 
+@sqlite_only
 def test_identity_add_and_list(keel_home, cli, state):
     ok(cli("identity", "add", "claude-code"))
     before = state()
@@ -222,6 +223,7 @@ def test_identity_add_and_list(keel_home, cli, state):
         assert found[name]["keys"] == [keel_home.signer(name).public_key.hex()]
 
 
+@sqlite_only
 def test_schema_add_from_file_and_stdin(keel_home, cli, state, tmp_path):
     file = tmp_path / "schema.json"
     file.write_text(json.dumps(SCHEMA[:3]))
@@ -321,6 +323,7 @@ def test_transact_json_and_signing_as_another_identity(keel_home, cli, run, stat
     assert ledger.view().value(alice, "person/tags") == ["x"]
 
 
+@sqlite_only
 def test_failed_precondition_exits_3(keel_home, cli, run, state):
     run("schema.add", attributes=SCHEMA)
     task = run("ledger.transact", ops=[add("#t", "task/status", "open")]).tempids["#t"]
@@ -387,6 +390,7 @@ def test_get(keel_home, cli, run, people, services):
     assert alice in shown and "Boston" in shown and "person/manager" in shown
 
 
+@sqlite_only
 def test_history_and_find(keel_home, cli, people):
     alice = people["alice"]
     rows = ok(cli("history", alice, "--json")).json()
@@ -424,6 +428,7 @@ def test_history_and_find(keel_home, cli, people):
     assert ok(cli("find", "person/handle")).out.split() == both
 
 
+@sqlite_only
 def test_log(keel_home, cli, run, people, services):
     made = run("branch.create", name="b")
     fork = made.base
@@ -480,6 +485,7 @@ def test_verify(keel_home, cli, people, state, store_kind):
     one_clear_line(refused, "read-only", f"transaction {people['first'].tx}")
 
 
+@sqlite_only
 def test_proofs_and_checkpoint(keel_home, cli, people, services):
     hashes = [bytes.fromhex(e["hash"]) for e in services.ledger().log()]
     n = len(hashes)
@@ -517,6 +523,7 @@ def test_proofs_and_checkpoint(keel_home, cli, people, services):
 # -- branches and restore ----------------------------------------------------------------
 
 
+@sqlite_only
 def test_branch_commands(keel_home, cli, people, services, state):
     alice = people["alice"]
     fork_at = people["first"].tx
@@ -558,6 +565,7 @@ def test_branch_commands(keel_home, cli, people, services, state):
     assert state()[0] == before[0] + 1
 
 
+@sqlite_only
 def test_restore(keel_home, cli, run, people, services, state):
     alice = people["alice"]
     good = people["second"].tx

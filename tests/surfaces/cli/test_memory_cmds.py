@@ -14,7 +14,12 @@ from contextlib import contextmanager
 
 import pytest
 
+from conftest import sqlite_only
 from keel.ops.door import Caller
+
+# What these commands do with the store is tested on both stores below them (operations,
+# subsystems) and through the surfaces (tests/surfaces/test_through_the_door.py, api, mcp).
+pytestmark = sqlite_only
 
 
 def ok(result):

@@ -15,6 +15,12 @@ from collections.abc import Callable
 
 import pytest
 
+from conftest import sqlite_only
+
+# What these commands do with the store is tested on both stores below them (operations,
+# subsystems) and through the surfaces (tests/surfaces/test_through_the_door.py, api, mcp).
+pytestmark = sqlite_only
+
 
 def ok(result):
     assert result.code == 0, result

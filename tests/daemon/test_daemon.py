@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import keel
+from conftest import keel, sqlite_only
 from keel.daemon.lock import read_holder
 from keel.govern.home import Home
 
@@ -100,6 +100,7 @@ def write_cadence(home: Path, text: str) -> None:
     (home / "canon" / "cadence.toml").write_text(text)
 
 
+@sqlite_only
 def test_up_on_a_fresh_home_status_and_clean_shutdown(home):
     path = home.path
     proc, port = start_daemon(path)
@@ -131,6 +132,7 @@ def test_up_on_a_fresh_home_status_and_clean_shutdown(home):
     assert offline["running"] is False
 
 
+@sqlite_only
 def test_injected_clock_runs_hours_in_seconds_and_records_missed_fires(home):
     """An hourly job under a 3600x clock; then the daemon is down for five simulated hours."""
     path = home.path
@@ -228,6 +230,7 @@ timeout = "5m"
     assert len([r for r in final.values() if r["scheduled"] == first["scheduled"]]) == 2
 
 
+@sqlite_only
 def test_dst_spring_forward_in_a_real_daemon(home):
     """New York skips 02:00-03:00 on 2027-03-14: a 02:30 job runs once, at 03:30 EDT."""
     path = home.path
@@ -309,6 +312,7 @@ run = "echo $KEEL_JOB >> {counter}"
     assert verify.returncode == 0, verify.stderr
 
 
+@sqlite_only
 def test_doctor_exits_non_zero_while_findings_are_open(home):
     path = home.path
     env = {"KEEL_HOME": str(path)}

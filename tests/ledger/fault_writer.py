@@ -1,4 +1,4 @@
-"""Writer processes for tests/test_faults.py (a helper, not a test module).
+"""Writer processes for tests/ledger/test_faults.py (a helper, not a test module).
 
     python tests/fault_writer.py zygote KEYFILE NAME
         Imports keel once, then for every line `run CYCLE TARGET` on stdin forks one writer

@@ -1,4 +1,4 @@
-"""The ledger format's test vectors (tests/vectors/ledger-vectors.json), checked two ways.
+"""The ledger format's test vectors (tests/ledger/vectors/ledger-vectors.json), checked two ways.
 
 1. Independently: the encodings are re-implemented below from docs/ledger-format.md with
    struct, hashlib, json and cryptography only -- nothing from keel -- and must reproduce
@@ -420,4 +420,4 @@ def test_generator_reproduces_the_committed_file():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     committed = (VECTORS_DIR / "ledger-vectors.json").read_text(encoding="utf-8")
-    assert module.render() == committed, "run: uv run python tests/vectors/generate.py"
+    assert module.render() == committed, "run: uv run python tests/ledger/vectors/generate.py"

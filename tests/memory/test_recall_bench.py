@@ -15,7 +15,7 @@ import pytest
 from keel.ledger import Ledger, Signer
 from keel.memory.recall import Recall
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "recall.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "recall.py"
 
 
 @pytest.fixture(scope="module")

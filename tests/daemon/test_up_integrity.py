@@ -8,7 +8,6 @@ import json
 import sqlite3
 
 import pytest
-
 from test_daemon import api, start_daemon, stop_daemon
 
 
