@@ -7,6 +7,7 @@ skip, saying so, except under CI=true, where a missing server is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -47,17 +48,26 @@ def require_pg() -> None:
     pytest.skip(message)
 
 
-@pytest.fixture
-def pg_dsn():
-    """A DSN whose search_path is a fresh schema of its own."""
+@contextlib.contextmanager
+def fresh_pg_schema():
+    """A DSN whose search_path is a fresh schema of its own, dropped afterwards."""
     require_pg()
     schema = f"keel_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_BASE, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in PG_BASE else "?"
-    yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_dsn():
+    """A DSN whose search_path is a fresh schema of its own."""
+    with fresh_pg_schema() as dsn:
+        yield dsn
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -150,6 +160,56 @@ def door(services):
     from keel.ops.door import Door
 
     return Door(services)
+
+
+@pytest.fixture
+def run(keel_home, door):
+    """Call an operation through the door as the operator (set-up not under test)."""
+    from keel.ops.door import Caller
+
+    me = Caller(keel_home.operator)
+
+    def call(operation: str, /, **arguments):
+        return door.call(operation, arguments, me)
+
+    return call
+
+
+@pytest.fixture
+def head(services):
+    """The number of the ledger's newest transaction, read when called."""
+    return lambda: services.ledger().head().id
+
+
+@pytest.fixture
+def server(keel_home, door):
+    """The daemon's HTTP server (API and /mcp) on a free loopback port."""
+    from keel.surfaces.api.server import serve
+
+    srv = serve(door, port=0)
+    yield srv
+    srv.stop()
+
+
+def mcp_over_http(url: str, token: str, scenario) -> None:
+    """Run `scenario(session)` in an official MCP client session over streamable HTTP."""
+    import asyncio
+
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def main() -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=60) as http,
+            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            await scenario(session)
+
+    asyncio.run(main())
 
 
 @pytest.fixture

@@ -5,23 +5,20 @@ door's capability check applies to it — proven by watching the door while each
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 from contextlib import contextmanager
 
 import httpx
-import httpx2
 import pytest
 import typer
 from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
+from conftest import mcp_over_http
 from keel.ops import registry
 from keel.ops.door import CLIENT_CAPABILITIES, Caller, Door
 from keel.surfaces.api.app import API
 from keel.surfaces.api.routes import NOT_OVER_HTTP
-from keel.surfaces.api.server import serve
 from keel.surfaces.cli import main as cli
 from keel.surfaces.mcp.server import TOOLS
 
@@ -40,13 +37,6 @@ def calls(monkeypatch):
     return seen
 
 
-@pytest.fixture
-def server(keel_home, door, client):
-    srv = serve(door, port=0)
-    yield srv
-    srv.stop()
-
-
 def _client_token(door: Door, home) -> str:
     return door.call("identity.token", {"name": "client"}, Caller(home.operator)).token
 
@@ -55,7 +45,7 @@ def _fill(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
 
 
-def test_every_route_calls_its_operation_through_the_door(keel_home, door, server, calls):
+def test_every_route_calls_its_operation_through_the_door(keel_home, door, client, server, calls):
     token = _client_token(door, keel_home)
     http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"})
     routes = server.app.state.operations
@@ -78,21 +68,7 @@ def test_every_route_calls_its_operation_through_the_door(keel_home, door, serve
     assert calls[0][0] == "events.list"
 
 
-def _mcp(url: str, token: str, scenario) -> None:
-    async def main() -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            httpx2.AsyncClient(headers=headers, timeout=60) as http,
-            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            await scenario(session)
-
-    asyncio.run(main())
-
-
-def test_every_tool_and_resource_calls_its_operation(keel_home, door, server, calls):
+def test_every_tool_and_resource_calls_its_operation(keel_home, door, client, server, calls):
     token = _client_token(door, keel_home)
 
     async def scenario(s: ClientSession) -> None:
@@ -118,7 +94,7 @@ def test_every_tool_and_resource_calls_its_operation(keel_home, door, server, ca
                 await s.read_resource(uri)
             assert calls and calls[0][:2] == (operation, "client"), (uri, calls)
 
-    _mcp(server.url, token, scenario)
+    mcp_over_http(server.url, token, scenario)
 
 
 #: A sample command line for every CLI command that calls an operation, and the operation.

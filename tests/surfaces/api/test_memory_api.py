@@ -4,7 +4,6 @@ httpx client, a real ledger (SQLite and PostgreSQL), every route through the doo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from urllib.parse import quote
 
 import httpx
@@ -12,16 +11,8 @@ import pytest
 
 from conftest import sqlite_only
 from keel.ops.door import Caller
-from keel.surfaces.api.server import serve
 
 API = "/api/v1"
-
-
-@pytest.fixture
-def server(keel_home, door):
-    srv = serve(door, port=0)
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
@@ -34,22 +25,6 @@ def api(keel_home, server):
     )
     yield client
     client.close()
-
-
-@pytest.fixture
-def run(keel_home, door) -> Callable:
-    """Call an operation through the door as the operator (set-up not under test)."""
-    me = Caller(keel_home.operator)
-
-    def call(operation: str, /, **arguments):
-        return door.call(operation, arguments, me)
-
-    return call
-
-
-@pytest.fixture
-def head(services) -> Callable[[], int]:
-    return lambda: services.ledger().head().id
 
 
 def ok(r: httpx.Response) -> object:

@@ -19,20 +19,18 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 
 import psycopg
 import pytest
 from ulid import ULID
 
-from conftest import PG_BASE, require_pg, sqlite_only
+from conftest import fresh_pg_schema, sqlite_only
 from keel.govern.home import Home
 from keel.ledger.encoding import checkpoint_bytes
 from keel.ledger.instants import parse_instant
 from keel.ledger.merkle import verify_consistency, verify_inclusion
 from keel.ledger.signing import verify_signature
-from keel.ops.door import Caller
 
 SCHEMA = [
     {"attribute": "person/handle", "type": "string", "cardinality": "one", "unique": "identity"},
@@ -85,17 +83,6 @@ def mth(leaves: list[bytes]) -> bytes:
 
 
 @pytest.fixture
-def run(keel_home, door) -> Callable:
-    """Call an operation through the door as the operator (set-up not under test)."""
-    me = Caller(keel_home.operator)
-
-    def call(operation: str, /, **arguments):
-        return door.call(operation, arguments, me)
-
-    return call
-
-
-@pytest.fixture
 def state(services) -> Callable[[], tuple[int, int]]:
     """(head tx, datom count) of the home's ledger, read in this process."""
 
@@ -112,14 +99,8 @@ def fresh_db(store_kind):
     if store_kind == "sqlite":
         yield ""
         return
-    require_pg()
-    schema = f"keel_t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in PG_BASE else "?"
-    yield f"{PG_BASE}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(PG_BASE, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with fresh_pg_schema() as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -9,13 +9,9 @@ under test goes through the door as the operator.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from contextlib import contextmanager
 
-import pytest
-
 from conftest import sqlite_only
-from keel.ops.door import Caller
 
 # What these commands do with the store is tested on both stores below them (operations,
 # subsystems) and through the surfaces (tests/surfaces/test_through_the_door.py, api, mcp).
@@ -38,17 +34,6 @@ def refused(result, code: int) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def run(keel_home, door) -> Callable:
-    """Call an operation through the door as the operator (set-up not under test)."""
-    me = Caller(keel_home.operator)
-
-    def call(operation: str, /, **arguments):
-        return door.call(operation, arguments, me)
-
-    return call
-
-
 @contextmanager
 def terminal(monkeypatch):
     """Make the command line's stderr console believe it is an interactive terminal."""
@@ -62,11 +47,6 @@ def terminal(monkeypatch):
             yield
         finally:
             adapter.err.cache_clear()
-
-
-@pytest.fixture
-def head(services) -> Callable[[], int]:
-    return lambda: services.ledger().head().id
 
 
 def test_every_surface_round_trips(keel_home, cli, run, tmp_path):

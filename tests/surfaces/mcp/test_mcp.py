@@ -14,15 +14,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
-import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from conftest import mcp_over_http
 from keel.ops.door import Caller, Door
 from keel.ops.services import Services
-from keel.surfaces.api.server import serve
 from keel.surfaces.mcp.server import TOOLS
 
 AGENT = "claude-code"
@@ -64,17 +62,7 @@ def run_stdio(scenario: Scenario, *args: str, errlog: Path) -> None:
 
 
 def run_http(scenario: Scenario, url: str, token: str) -> None:
-    async def main() -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        async with (
-            httpx2.AsyncClient(headers=headers, timeout=60) as http,
-            streamable_http_client(f"{url}/mcp", http_client=http) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            await scenario(session)
-
-    asyncio.run(main())
+    mcp_over_http(url, token, scenario)
 
 
 async def call(session: ClientSession, tool: str, **arguments) -> dict:
@@ -101,10 +89,8 @@ def authors(services: Services, *entities: str) -> dict[str, set[str]]:
 
 
 @pytest.fixture
-def api(agent_home, door):
-    server = serve(door, port=0)
-    yield server
-    server.stop()
+def api(agent_home, server):
+    return server
 
 
 def _client_token(door: Door, home, name: str) -> str:

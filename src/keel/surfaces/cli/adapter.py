@@ -53,14 +53,20 @@ def call(
     arguments: dict[str, Any] | None = None,
     as_name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    json: bool = False,
 ) -> Any:
-    """Run one operation through the door; returns its typed output."""
+    """Run one operation through the door; returns its typed output. With `json` (a
+    command's --json), print the output as JSON and end the command there."""
     from ...ops.door import Caller
 
     args = {k: v for k, v in (arguments or {}).items() if v is not None}
     with session(as_name) as (door, identity):
         _zone(door)
-        return door.call(name, args, Caller(identity, "cli"), progress)
+        result = door.call(name, args, Caller(identity, "cli"), progress)
+    if json:
+        emit(name, result)
+        raise typer.Exit(0)
+    return result
 
 
 def to_json(name: str, result: Any) -> Any:

@@ -47,18 +47,14 @@ def identity_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Make a key for an agent or connector and register it in the ledger."""
-    found = call("identity.add", {"name": name, "role": role})
-    if as_json:
-        return emit("identity.add", found)
+    found = call("identity.add", {"name": name, "role": role}, json=as_json)
     out().print(f"identity {found.name} ({found.role}) key {', '.join(found.keys)}")
 
 
 @identity_app.command("list")
 def identity_list(as_json: JsonFlag = False) -> None:
     """Identities registered in the ledger."""
-    found = call("identity.list")
-    if as_json:
-        return emit("identity.list", found)
+    found = call("identity.list", json=as_json)
     t = table("name", "role", "public key")
     for ident in found:
         t.add_row(ident.name, ident.role or "", ", ".join(ident.keys))
@@ -72,9 +68,7 @@ def schema_add(file: FileOpt, as_json: JsonFlag = False) -> None:
     declarations = read_json(file)
     if isinstance(declarations, dict) and "attributes" in declarations:
         declarations = declarations["attributes"]
-    result = call("schema.add", {"attributes": declarations})
-    if as_json:
-        return emit("schema.add", result)
+    result = call("schema.add", {"attributes": declarations}, json=as_json)
     if result.unchanged:
         out().print("schema already up to date")
     else:
@@ -84,9 +78,7 @@ def schema_add(file: FileOpt, as_json: JsonFlag = False) -> None:
 @schema_app.command("list")
 def schema_list(as_json: JsonFlag = False) -> None:
     """Declared attributes."""
-    attrs = call("schema.list")
-    if as_json:
-        return emit("schema.list", attrs)
+    attrs = call("schema.list", json=as_json)
     t = table("attribute", "type", "cardinality", "unique", "fulltext", "doc")
     for a in attrs:
         t.add_row(
@@ -108,9 +100,7 @@ def transact(
     doc = read_json(file)
     if not isinstance(doc, dict):
         raise BadInput("a transaction document is a JSON object with 'ops'")
-    result = call("ledger.transact", {**doc, "branch": branch}, as_name)
-    if as_json:
-        return emit("ledger.transact", result)
+    result = call("ledger.transact", {**doc, "branch": branch}, as_name, json=as_json)
     out().print(f"tx {result.tx} {result.hash}")
     for temp, real in result.tempids.items():
         out().print(f"  {temp} → {real}")
@@ -123,9 +113,7 @@ def restore(
     as_json: JsonFlag = False,
 ) -> None:
     """Make an entity read as it did as of a transaction, as a new signed transaction."""
-    result = call("ledger.restore", {"entity": entity, "to": to, "branch": branch})
-    if as_json:
-        return emit("ledger.restore", result)
+    result = call("ledger.restore", {"entity": entity, "to": to, "branch": branch}, json=as_json)
     if result.tx is None:
         out().print(f"{result.id} already reads as it did then; nothing written")
     else:
@@ -142,10 +130,10 @@ def get(
 ) -> None:
     """An entity's values: now, as of a transaction or instant, at a valid instant."""
     found = call(
-        "ledger.get", {"entity": entity, "as_of": as_of, "valid_at": valid_at, "branch": branch}
+        "ledger.get",
+        {"entity": entity, "as_of": as_of, "valid_at": valid_at, "branch": branch},
+        json=as_json,
     )
-    if as_json:
-        return emit("ledger.get", found)
     data = to_json("ledger.get", found)
     t = table("attribute", "value", title=str(data.pop("db/id")))
     for a, v in data.items():
@@ -160,9 +148,9 @@ def history(
     as_json: JsonFlag = False,
 ) -> None:
     """Every change to an entity (or one attribute) along both time axes."""
-    rows = call("ledger.history", {"entity": entity, "attribute": attr, "branch": branch})
-    if as_json:
-        return emit("ledger.history", rows)
+    rows = call(
+        "ledger.history", {"entity": entity, "attribute": attr, "branch": branch}, json=as_json
+    )
     t = table("tx", "recorded", "op", "attribute", "value", "valid from", "valid to", "author")
     for r in rows:
         t.add_row(
@@ -200,9 +188,8 @@ def find(
             "valid_at": valid_at,
             "branch": branch,
         },
+        json=as_json,
     )
-    if as_json:
-        return emit("ledger.find", page)
     for e in page.entities:
         out().print(e)
 
@@ -250,9 +237,7 @@ def verify(as_json: JsonFlag = False) -> None:
 @proof_app.command("inclusion")
 def proof_inclusion(tx: str, as_json: JsonFlag = False) -> None:
     """An RFC 9162 inclusion proof for a transaction (number or hash)."""
-    proof = call("ledger.proof.inclusion", {"tx": tx})
-    if as_json:
-        return emit("ledger.proof.inclusion", proof)
+    proof = call("ledger.proof.inclusion", {"tx": tx}, json=as_json)
     out().print(f"tx {proof.tx} is leaf {proof.leaf_index} of a log of {proof.tree_size}")
     out().print(f"leaf {proof.leaf}\nroot {proof.root}")
     for i, node in enumerate(proof.path):
@@ -262,9 +247,9 @@ def proof_inclusion(tx: str, as_json: JsonFlag = False) -> None:
 @proof_app.command("consistency")
 def proof_consistency(old_size: int, new_size: int, as_json: JsonFlag = False) -> None:
     """An RFC 9162 consistency proof between two sizes of the log."""
-    proof = call("ledger.proof.consistency", {"old_size": old_size, "new_size": new_size})
-    if as_json:
-        return emit("ledger.proof.consistency", proof)
+    proof = call(
+        "ledger.proof.consistency", {"old_size": old_size, "new_size": new_size}, json=as_json
+    )
     out().print(f"size {proof.old_size} root {proof.old_root}")
     out().print(f"size {proof.new_size} root {proof.new_root}")
     for i, node in enumerate(proof.path):
@@ -273,9 +258,7 @@ def proof_consistency(old_size: int, new_size: int, as_json: JsonFlag = False) -
 
 def checkpoint(as_json: JsonFlag = False) -> None:
     """Sign the Merkle log's current size and root with the operator's key."""
-    cp = call("ledger.checkpoint")
-    if as_json:
-        return emit("ledger.checkpoint", cp)
+    cp = call("ledger.checkpoint", json=as_json)
     out().print(f"checkpoint at size {cp.size}: root {cp.root} ({local(cp.time)})")
 
 
@@ -287,18 +270,14 @@ def branch_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Fork a branch (at the newest transaction, or --at TX)."""
-    b = call("branch.create", {"name": name, "at": at})
-    if as_json:
-        return emit("branch.create", b)
+    b = call("branch.create", {"name": name, "at": at}, json=as_json)
     out().print(f"branch {b.name} forked at tx {b.base}")
 
 
 @branch_app.command("list")
 def branch_list(as_json: JsonFlag = False) -> None:
     """Branches and their state."""
-    found = call("branch.list")
-    if as_json:
-        return emit("branch.list", found)
+    found = call("branch.list", json=as_json)
     t = table("name", "forked from", "at tx", "state")
     for b in found:
         t.add_row(b.name, b.parent, str(b.base), b.state)
@@ -308,18 +287,14 @@ def branch_list(as_json: JsonFlag = False) -> None:
 @branch_app.command("merge")
 def branch_merge(name: str, as_json: JsonFlag = False) -> None:
     """Merge a branch into the branch it was forked from; exit 3 naming each clash."""
-    result = call("branch.merge", {"name": name})
-    if as_json:
-        return emit("branch.merge", result)
+    result = call("branch.merge", {"name": name}, json=as_json)
     out().print(f"merged {name} in tx {result.tx}")
 
 
 @branch_app.command("drop")
 def branch_drop(name: str, as_json: JsonFlag = False) -> None:
     """Drop a branch: it takes no more writes and no longer reads."""
-    result = call("branch.drop", {"name": name})
-    if as_json:
-        return emit("branch.drop", result)
+    result = call("branch.drop", {"name": name}, json=as_json)
     out().print(f"dropped {name} in tx {result.tx}")
 
 
@@ -328,9 +303,7 @@ def export_cmd(file: str, as_json: JsonFlag = False) -> None:
     """Write every transaction and checkpoint as JSONL."""
     from .adapter import err
 
-    result = call("ledger.export", {"path": local_path(file)})
-    if as_json:
-        return emit("ledger.export", result)
+    result = call("ledger.export", {"path": local_path(file)}, json=as_json)
     err().print(f"exported {result.transactions} transactions to {result.path}")
 
 
@@ -341,9 +314,7 @@ def import_cmd(file: str, as_json: JsonFlag = False) -> None:
 
     if not (home_path() / "config.toml").exists():
         Services.prepare(home_path())  # a restore: the ledger's genesis comes from the file
-    result = call("ledger.import", {"path": local_path(file)})
-    if as_json:
-        return emit("ledger.import", result)
+    result = call("ledger.import", {"path": local_path(file)}, json=as_json)
     out().print(f"imported {result.transactions} transactions from {result.path}")
 
 

@@ -107,9 +107,7 @@ def recall(
 def reindex(as_json: JsonFlag = False) -> None:
     """Rebuild the recall index from the whole ledger, whatever state it is in."""
     with progress("indexing") as report_progress:
-        result = call("recall.reindex", progress=report_progress)
-    if as_json:
-        return emit("recall.reindex", result)
+        result = call("recall.reindex", progress=report_progress, json=as_json)
     rate = result.reindexed / max(result.seconds, 1e-6)
     out().print(
         f"reindexed {result.reindexed} rows in {result.seconds:.2f}s "
@@ -134,9 +132,8 @@ def remember(
         "memory.remember",
         {"text": text, "scope": scope, "ttl": ttl, "expires": expires, "title": title},
         as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("memory.remember", res)
     out().print(f"remembered {res.id} until {local(res.expires)} (tx {res.tx})")
 
 
@@ -145,9 +142,7 @@ def working(
     as_json: JsonFlag = False,
 ) -> None:
     """Working memory that has not expired."""
-    items = call("memory.working", {"scope": scope})
-    if as_json:
-        return emit("memory.working", items)
+    items = call("memory.working", {"scope": scope}, json=as_json)
     out().print(_items_table(items, "scope", "text"))
 
 
@@ -177,9 +172,8 @@ def entity_add(
             "valid_from": valid_from,
         },
         as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("memory.entity.add", res)
     _written(res)
 
 
@@ -188,9 +182,9 @@ def entity_show(
     ref: str, as_of: AsOfOpt = None, valid_at: ValidAtOpt = None, as_json: JsonFlag = False
 ) -> None:
     """An entity as it stood: name, kind, facts, links."""
-    found = call("memory.entity.show", {"ref": ref, "as_of": as_of, "valid_at": valid_at})
-    if as_json:
-        return emit("memory.entity.show", found)
+    found = call(
+        "memory.entity.show", {"ref": ref, "as_of": as_of, "valid_at": valid_at}, json=as_json
+    )
     data = found.model_dump(by_alias=True)
     name = data.get("entity/name") or found.id
     t = table("", "", title=f"{name} ({data.get('entity/kind') or 'entity'})")
@@ -215,9 +209,7 @@ def entity_show(
 @entity_app.command("timeline")
 def entity_timeline(ref: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> None:
     """Observations and fact changes, oldest first."""
-    found = call("memory.entity.timeline", {"ref": ref, "as_of": as_of})
-    if as_json:
-        return emit("memory.entity.timeline", found)
+    found = call("memory.entity.timeline", {"ref": ref, "as_of": as_of}, json=as_json)
     t = table("at", "type", "what", "author / until")
     for ev in found.events:
         data = ev.model_dump()
@@ -264,18 +256,15 @@ def entity_observe(
             "kind": kind,
         },
         as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("memory.observe", res)
     out().print(f"observed {res.entity} as {res.id} (tx {res.tx})")
 
 
 @entity_app.command("kinds")
 def entity_kinds(as_json: JsonFlag = False) -> None:
     """The entity kinds there are."""
-    kinds = call("memory.entity.kinds")
-    if as_json:
-        return emit("memory.entity.kinds", kinds)
+    kinds = call("memory.entity.kinds", json=as_json)
     for kind in kinds:
         out().print(kind)
 
@@ -283,9 +272,7 @@ def entity_kinds(as_json: JsonFlag = False) -> None:
 @entity_app.command("add-kind")
 def entity_add_kind(name: str, as_name: AsOpt = None, as_json: JsonFlag = False) -> None:
     """Add an entity kind."""
-    res = call("memory.entity.add_kind", {"name": name}, as_name)
-    if as_json:
-        return emit("memory.entity.add_kind", res)
+    res = call("memory.entity.add_kind", {"name": name}, as_name, json=as_json)
     out().print(f"kind {res.kind} added (tx {res.tx})" if res.tx else f"kind {res.kind} exists")
 
 
@@ -316,9 +303,8 @@ def decide(
             "supersedes": supersedes,
         },
         as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("memory.decide", res)
     out().print(f"decision {res.id} (tx {res.tx})")
 
 
@@ -327,9 +313,7 @@ def decisions(
     as_json: JsonFlag = False,
 ) -> None:
     """Decisions, newest first."""
-    items = call("memory.decisions", {"limit": limit})
-    if as_json:
-        return emit("memory.decisions", items)
+    items = call("memory.decisions", {"limit": limit}, json=as_json)
     out().print(_items_table(items, "at", "title", "decision/why", "decision/by"))
 
 
@@ -344,28 +328,25 @@ def canon_set(
 ) -> None:
     """Write a canon document from FILE or stdin (only the operator may)."""
     res = call(
-        "memory.canon.set", {"name": name, "text": read_text(source), "title": title}, as_name
+        "memory.canon.set",
+        {"name": name, "text": read_text(source), "title": title},
+        as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("memory.canon.set", res)
     _written(res)
 
 
 @canon_app.command("list")
 def canon_list(as_json: JsonFlag = False) -> None:
     """Canon documents."""
-    items = call("memory.canon.list")
-    if as_json:
-        return emit("memory.canon.list", items)
+    items = call("memory.canon.list", json=as_json)
     out().print(_items_table(items, "canon/name", "title"))
 
 
 @canon_app.command("show")
 def canon_show(name: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> None:
     """One canon document's text."""
-    item = call("memory.canon.show", {"name": name, "as_of": as_of})
-    if as_json:
-        return emit("memory.canon.show", item)
+    item = call("memory.canon.show", {"name": name, "as_of": as_of}, json=as_json)
     sys.stdout.write((item.text or "").rstrip("\n") + "\n")
 
 
@@ -391,9 +372,8 @@ def episode_add(
             "at": at,
         },
         as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("memory.episode.add", res)
     out().print(f"episode {res.id} (tx {res.tx})")
 
 
@@ -405,9 +385,9 @@ def capture(
     as_json: JsonFlag = False,
 ) -> None:
     """Quick capture: keep a raw note."""
-    res = call("memory.capture", {"text": text, "source": source, "tags": tag or []}, as_name)
-    if as_json:
-        return emit("memory.capture", res)
+    res = call(
+        "memory.capture", {"text": text, "source": source, "tags": tag or []}, as_name, json=as_json
+    )
     out().print(f"captured {res.id} (tx {res.tx})")
 
 
@@ -424,16 +404,12 @@ def daybook(
     if text is not None:
         if day is not None:
             raise BadInput("--day picks a day to show; to date a new entry use --at")
-        res = call("memory.daybook.add", {"text": text, "at": at}, as_name)
-        if as_json:
-            return emit("memory.daybook.add", res)
+        res = call("memory.daybook.add", {"text": text, "at": at}, as_name, json=as_json)
         out().print(f"daybook {res.day}: {res.id} (tx {res.tx})")
         return
     if at is not None or as_name is not None:
         raise BadInput("--at and --as apply to a new entry; give its text")
-    entries = call("memory.daybook.day", {"day": day})
-    if as_json:
-        return emit("memory.daybook.day", entries)
+    entries = call("memory.daybook.day", {"day": day}, json=as_json)
     if not entries:
         out().print(f"nothing in the daybook for {day or 'today'}")
     for entry in entries:
@@ -455,9 +431,8 @@ def wiki_add_source(
         "wiki.source.add",
         {"text": read_text(source), "title": title, "url": url, "topics": topic or []},
         as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("wiki.source.add", res)
     state = "already known" if res.duplicate else "ingested"
     out().print(f"{res.id} {state} ({res.hash})")
 
@@ -468,9 +443,7 @@ def wiki_sources(
     as_json: JsonFlag = False,
 ) -> None:
     """Sources, newest first."""
-    found = call("wiki.sources", {"topic": topic})
-    if as_json:
-        return emit("wiki.sources", found)
+    found = call("wiki.sources", {"topic": topic}, json=as_json)
     t = table("id", "title", "topics", "at")
     for s in found:
         t.add_row(s.id, snippet(s.title or s.text), ", ".join(s.topics), local(s.at))
@@ -492,18 +465,15 @@ def wiki_write(
         "wiki.article.write",
         {"slug": slug, "body": read_text(source), "title": title, "topic": topic, "tags": tag},
         as_name,
+        json=as_json,
     )
-    if as_json:
-        return emit("wiki.article.write", res)
     _written(res)
 
 
 @wiki_app.command("show")
 def wiki_show(slug: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> None:
     """One article."""
-    article = call("wiki.article.show", {"slug": slug, "as_of": as_of})
-    if as_json:
-        return emit("wiki.article.show", article)
+    article = call("wiki.article.show", {"slug": slug, "as_of": as_of}, json=as_json)
     from rich.markdown import Markdown
 
     topic = article.topic or "-"
@@ -514,9 +484,7 @@ def wiki_show(slug: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> No
 @wiki_app.command("index")
 def wiki_index(as_json: JsonFlag = False) -> None:
     """Articles grouped by topic."""
-    groups = call("wiki.index")
-    if as_json:
-        return emit("wiki.index", groups)
+    groups = call("wiki.index", json=as_json)
     for group in groups:
         out().print(f"[bold]{group.topic}[/]", markup=True)
         for a in group.articles:
@@ -529,9 +497,7 @@ def wiki_log(
     as_json: JsonFlag = False,
 ) -> None:
     """What was ingested, compiled and fixed, newest first."""
-    entries = call("wiki.log", {"limit": limit})
-    if as_json:
-        return emit("wiki.log", entries)
+    entries = call("wiki.log", {"limit": limit}, json=as_json)
     t = table("tx", "time", "op", "target", "author")
     for e in entries:
         t.add_row(str(e.tx), local(e.time), e.op or "", e.target or "", e.author)
@@ -579,12 +545,8 @@ def vault_export(
 ) -> None:
     """Write every memory surface as markdown files under DIR (an Obsidian vault). Refuses
     to overwrite a file edited since keel wrote it: import first, or --force."""
-    report = call("vault.export", {"dir": local_path(directory), "force": force})
-    if as_json:
-        return emit("vault.export", report)
-    out().print(
-        f"exported {report.files} files to {report.directory} (version {report.version})"
-    )
+    report = call("vault.export", {"dir": local_path(directory), "force": force}, json=as_json)
+    out().print(f"exported {report.files} files to {report.directory} (version {report.version})")
 
 
 @vault_app.command("import")

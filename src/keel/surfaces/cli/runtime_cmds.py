@@ -27,7 +27,6 @@ service_app = typer.Typer(no_args_is_help=True, help="Start keel at login.")
 health_app = typer.Typer(no_args_is_help=True, help="Health findings.")
 
 
-
 def up(
     port: Annotated[
         int | None, typer.Option(help="Port for the HTTP API (default: config).")
@@ -84,9 +83,7 @@ def up(
 def status(as_json: JsonFlag = False) -> None:
     """Whether keel runs, its jobs' next fires and last outcomes, subscriptions, findings,
     and whether it is read-only. Times are shown in the operator's zone."""
-    data = call("status.show")
-    if as_json:
-        return emit("status.show", data)
+    data = call("status.show", json=as_json)
     state = f"running, up {data.uptime:g}s" if data.running else "not running"
     out().print(f"keel is {state}; ledger {data.ledger.transactions} transactions")
     out().print(f"now {local(data.now)} ({data.timezone})")
@@ -131,9 +128,7 @@ def health_findings(
     as_json: JsonFlag = False,
 ) -> None:
     """Open findings (or every finding ever recorded, with its state)."""
-    found = call("health.findings", {"all": every})
-    if as_json:
-        return emit("health.findings", found)
+    found = call("health.findings", {"all": every}, json=as_json)
     t = table("finding", "severity", "state", "opened", "message")
     for f in found:
         t.add_row(f.key, f.severity, f.state, local(f.opened), f.message)
@@ -176,9 +171,7 @@ def events(
 @cadence_app.command("list")
 def cadence_list(as_json: JsonFlag = False) -> None:
     """Jobs, their schedules and next fires."""
-    jobs = call("cadence.list")
-    if as_json:
-        return emit("cadence.list", jobs)
+    jobs = call("cadence.list", json=as_json)
     t = table("job", "schedule", "tz", "kind", "run", "next", "last")
     for j in jobs:
         t.add_row(
@@ -200,9 +193,7 @@ def cadence_show(
     as_json: JsonFlag = False,
 ) -> None:
     """One job: its spec, state, next fire and recent runs."""
-    job = call("cadence.show", {"name": name, "runs": runs})
-    if as_json:
-        return emit("cadence.show", job)
+    job = call("cadence.show", {"name": name, "runs": runs}, json=as_json)
     t = table("", "", title=job.name)
     for key, value in job.spec.items():
         t.add_row(key, json.dumps(value) if not isinstance(value, str) else value)
@@ -269,9 +260,7 @@ def cadence_add(
         }
     if not isinstance(spec, dict):
         raise BadInput("a job spec is a JSON object")
-    job = call("cadence.add", spec)
-    if as_json:
-        return emit("cadence.add", job)
+    job = call("cadence.add", spec, json=as_json)
     out().print(f"job {job.name} {'saved' if job.changed else 'unchanged'}")
 
 
@@ -298,18 +287,14 @@ def cadence_run(
 @cadence_app.command("pause")
 def cadence_pause(name: str, as_json: JsonFlag = False) -> None:
     """Stop a job firing (fires while paused are neither run nor missed)."""
-    job = call("cadence.pause", {"name": name})
-    if as_json:
-        return emit("cadence.pause", job)
+    call("cadence.pause", {"name": name}, json=as_json)
     out().print(f"job {name} paused")
 
 
 @cadence_app.command("resume")
 def cadence_resume(name: str, as_json: JsonFlag = False) -> None:
     """Let a paused job fire again."""
-    job = call("cadence.resume", {"name": name})
-    if as_json:
-        return emit("cadence.resume", job)
+    call("cadence.resume", {"name": name}, json=as_json)
     out().print(f"job {name} resumed")
 
 
@@ -318,9 +303,7 @@ def cadence_history(
     name: str, limit: Annotated[int, typer.Option()] = 50, as_json: JsonFlag = False
 ) -> None:
     """A job's runs, newest last."""
-    runs = call("cadence.history", {"name": name, "limit": limit})
-    if as_json:
-        return emit("cadence.history", runs)
+    runs = call("cadence.history", {"name": name, "limit": limit}, json=as_json)
     _runs_table(runs)
 
 
@@ -332,18 +315,14 @@ def cadence_runs(
     as_json: JsonFlag = False,
 ) -> None:
     """Runs of every job (or one job, or one outcome), newest last."""
-    runs = call("cadence.runs", {"job": job, "outcome": outcome, "limit": limit})
-    if as_json:
-        return emit("cadence.runs", runs)
+    runs = call("cadence.runs", {"job": job, "outcome": outcome, "limit": limit}, json=as_json)
     _runs_table(runs)
 
 
 @cadence_app.command("run-info")
 def cadence_run_info(key: str, as_json: JsonFlag = False) -> None:
     """One run, with what it produced."""
-    run = call("cadence.run_info", {"key": key})
-    if as_json:
-        return emit("cadence.run_info", run)
+    run = call("cadence.run_info", {"key": key}, json=as_json)
     _runs_table([run])
     if run.artifact:
         out().print(run.artifact, markup=False)
@@ -352,9 +331,7 @@ def cadence_run_info(key: str, as_json: JsonFlag = False) -> None:
 @cadence_app.command("sync")
 def cadence_sync(as_json: JsonFlag = False) -> None:
     """Load canon/cadence.toml into the ledger."""
-    result = call("cadence.sync")
-    if as_json:
-        return emit("cadence.sync", result)
+    result = call("cadence.sync", json=as_json)
     changed = result.changed
     out().print(
         f"cadence synced: {len(changed)} job(s) changed"
@@ -366,18 +343,14 @@ def cadence_sync(as_json: JsonFlag = False) -> None:
 @service_app.command("install")
 def service_install(as_json: JsonFlag = False) -> None:
     """Write a systemd user unit (Linux) or launchd agent (macOS) that runs `keel up`."""
-    result = call("service.install")
-    if as_json:
-        return emit("service.install", result)
+    result = call("service.install", json=as_json)
     out().print(f"wrote {result.path}\n{result.hint}")
 
 
 @service_app.command("uninstall")
 def service_uninstall(as_json: JsonFlag = False) -> None:
     """Remove the unit or agent written by `keel service install`."""
-    result = call("service.uninstall")
-    if as_json:
-        return emit("service.uninstall", result)
+    result = call("service.uninstall", json=as_json)
     out().print(f"removed {result.path}" if result.path else result.hint)
 
 
