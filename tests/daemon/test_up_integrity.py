@@ -40,6 +40,7 @@ def test_up_on_a_damaged_ledger_is_read_only_and_names_the_bad_transaction(
     proc, port = start_daemon(path)
     try:
         status = api(path, port, "/status")
+        assert status["running"] is True and not status["subscriptions"]  # up, running nothing
         assert status["read_only"] and f"transaction {noted['tx']}" in status["read_only"]
         finding = [f for f in status["health"]["open"] if f["check"] == "integrity"]
         assert finding and f"transaction {noted['tx']}" in finding[0]["message"]

@@ -51,6 +51,8 @@ class Daemon:
             if self.verified.ok:
                 runtime.start()
                 self.started = True
+            else:
+                runtime.started_at = time.time()  # up and answering, running nothing
         except BaseException:
             self.lock.release()
             raise

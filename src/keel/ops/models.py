@@ -56,7 +56,6 @@ class OpenOutput(BaseModel):
 
 
 TxNumber = Annotated[int, Field(ge=0, le=MAX_INT)]
-Text64 = Annotated[str, Field(max_length=200)]
 AsOf = Annotated[
     TxNumber | Annotated[str, Field(max_length=200), AfterValidator(_bounded_digits)] | None,
     Field(description="What keel knew then: a transaction number, hash or ISO 8601 instant."),

@@ -61,7 +61,7 @@ def call(
 
     args = {k: v for k, v in (arguments or {}).items() if v is not None}
     with session(as_name) as (door, identity):
-        _zone(door)
+        use_zone(door.services.timezone())
         result = door.call(name, args, Caller(identity, "cli"), progress)
     if json:
         emit(name, result)
@@ -129,13 +129,11 @@ def table(*columns: str, title: str | None = None):
 _ZONE: list[Any] = []
 
 
-def _zone(door: Door) -> None:
+def use_zone(name: str | None) -> None:
+    """Show instants in this zone from now on (the home's; None: UTC)."""
     from zoneinfo import ZoneInfo
 
-    try:
-        _ZONE[:] = [ZoneInfo(door.services.timezone())]
-    except Exception:  # a broken config speaks for itself elsewhere; show UTC
-        _ZONE[:] = []
+    _ZONE[:] = [ZoneInfo(name)] if name else []
 
 
 def local(instant: str | None) -> str:

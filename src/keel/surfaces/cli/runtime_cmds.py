@@ -20,6 +20,7 @@ from .adapter import (
     out,
     read_json,
     table,
+    use_zone,
 )
 
 cadence_app = typer.Typer(no_args_is_help=True, help="Recurring jobs and their runs.")
@@ -41,6 +42,7 @@ def up(
     from ..api.server import serve
 
     services = Services.open_or_init()
+    use_zone(services.timezone())
     daemon = Daemon(services)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
