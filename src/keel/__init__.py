@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def open(home: str | Path | None = None, *, identity: str | None = None) -> Keel:
     """Open the keel home at `home` (default: KEEL_HOME, else ~/.keel) as `identity`
-    (default: its operator). Opening writes nothing."""
+    (default: its operator). Opening writes nothing to the ledger."""
     from .ops.facade import open_keel
 
     return open_keel(home, identity)

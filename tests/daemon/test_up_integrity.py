@@ -73,3 +73,36 @@ def test_up_on_a_healthy_ledger_signs_a_checkpoint_and_clears_read_only(keel_hom
         stop_daemon(proc)
     assert cli("verify", "--json").json()["checkpoints"] >= 1
     assert cli("capture", "writes again").code == 0
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+def test_a_marked_home_is_verified_in_full_before_the_mark_is_lifted(services, keel_home):
+    from keel.ops.daemon import Daemon
+
+    with services.open_ledger() as ledger:
+        ledger.checkpoint()  # an incremental pass would start after this one
+    keel_home.set_integrity_problem("transaction 2 is bad: found by an earlier check", 2)
+    daemon = Daemon(services)
+    try:
+        verified = daemon.start()
+    finally:
+        daemon.stop()
+    assert verified.ok and verified.since == 0  # every transaction recomputed
+    assert keel_home.integrity_problem() is None
+
+
+@pytest.mark.parametrize("store_kind", ["sqlite"])
+def test_read_only_holds_below_the_door(services, keel_home):
+    """A write that never passes the door (the scheduler, the bus, a library caller) is
+    refused too; only the finding that reports the damage is written."""
+    from keel.errors import ReadOnly
+    from keel.health.findings import Finding, record
+
+    keel_home.set_integrity_problem("transaction 2 is bad: a flipped bit", 2)
+    with services.open_ledger() as ledger:
+        head = ledger.head().id
+        with pytest.raises(ReadOnly, match="a flipped bit"):
+            ledger.transact([{"e": "note:x", "a": "mem/text", "v": "on top"}], "below the door")
+        damage = Finding("integrity", "ledger", "the ledger failed", "error")
+        record(ledger, [damage], ["integrity"])
+        assert ledger.head().id == head + 1  # the finding, and nothing else

@@ -82,6 +82,13 @@ def test_a_stranger_is_nobody(door):
         door.identify("operator~not-a-token")
     with pytest.raises(Unauthorized):
         door.identify(None)
+    with pytest.raises(Unauthorized):
+        door.admit("nobody")
+    assert door.admit(door.services.home.operator) == door.services.home.operator
+    # A home whose operator token was deleted answers every token with 401, not an error.
+    door.services.home.token_path.unlink()
+    with pytest.raises(Unauthorized):
+        door.identify("some-token")
 
 
 @pytest.mark.parametrize(
@@ -181,3 +188,38 @@ def test_door_keeps_no_state_between_calls(keel_home, services):
         a.call("memory.capture", {"text": "one"}, me).tx + 1
         == b.call("memory.capture", {"text": "two"}, me).tx
     )
+
+
+def test_an_agent_speaks_for_itself(keel_home, door, client):
+    """A client's episodes and decisions carry its own name; only the operator records one
+    in another's; a session recorded by one agent is not replaced by another."""
+    from keel.errors import Conflict, Refused
+
+    who = Caller(client)
+    mine = door.call("memory.episode.add", {"text": "user: hi", "session": "s-9"}, who)
+    view = door.services.ledger().view
+    assert view().value(mine.id, "episode/agent") == client
+    with pytest.raises(Refused, match="only the operator"):
+        door.call("memory.episode.add", {"text": "x", "agent": "codex"}, who)
+    with pytest.raises(Refused, match="only the operator"):
+        door.call("memory.decide", {"title": "T", "why": "W", "by": "operator"}, who)
+    decided = door.call("memory.decide", {"title": "T", "why": "W"}, who)
+    assert view().value(decided.id, "decision/by") == client
+    operator = Caller(keel_home.operator)
+    again = {"text": "user: hello", "session": "s-9", "agent": "codex"}
+    with pytest.raises(Conflict, match=f"recorded by '{client}'"):
+        door.call("memory.episode.add", again, operator)
+    door.call("memory.episode.add", {**again, "agent": client}, operator)  # the operator may
+
+
+def test_an_identity_that_cannot_be_registered_leaves_no_key(keel_home, door, monkeypatch):
+    from keel.errors import Conflict
+    from keel.ledger import Ledger
+
+    def refuse(*args, **kwargs):
+        raise Conflict("the ledger moved on")
+
+    monkeypatch.setattr(Ledger, "register_identity", refuse)
+    with pytest.raises(Conflict):
+        door.call("identity.add", {"name": "late"}, Caller(keel_home.operator))
+    assert not keel_home.key_path("late").exists()

@@ -39,7 +39,7 @@ def test_the_route_table_is_the_apis():
     assert documented == served, documented ^ served
 
 
-def test_a_home_is_the_operators_alone(keel_home):
+def test_a_home_is_the_operators_alone(keel_home, tmp_path):
     """keel.db was 0644 in a 0755 home: a home is 0700 and its files 0600, a new one and one
     made by an older keel alike (opened: tightened)."""
     import os
@@ -52,7 +52,10 @@ def test_a_home_is_the_operators_alone(keel_home):
         for root, dirs, files in os.walk(keel_home.path):
             for name in dirs + files:
                 path = os.path.join(root, name)
-                found[os.path.relpath(path, keel_home.path)] = stat.S_IMODE(os.stat(path).st_mode)
+                if not os.path.islink(path):
+                    found[os.path.relpath(path, keel_home.path)] = stat.S_IMODE(
+                        os.stat(path).st_mode
+                    )
         return found
 
     with keel.open(keel_home.path) as k:
@@ -69,5 +72,14 @@ def test_a_home_is_the_operators_alone(keel_home):
         os.chmod(keel_home.path / name, 0o644)
     if (keel_home.path / "keel.db").exists():
         os.chmod(keel_home.path / "keel.db", 0o644)
+    # A link out of the home is left alone, and so is what it points to.
+    outside = tmp_path / "shared"
+    outside.mkdir(mode=0o755)
+    (outside / "notes.md").write_text("mine")
+    os.chmod(outside / "notes.md", 0o644)
+    (keel_home.path / "canon" / "shared").symlink_to(outside)
+    os.chmod(keel_home.path, 0o755)
     keel.open(keel_home.path).close()
     assert modes() == made
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o755
+    assert stat.S_IMODE((outside / "notes.md").stat().st_mode) == 0o644

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,10 @@ class Home:
         """The identity a bearer token belongs to, or None; compared in constant time."""
         if not token:
             return None
-        if secrets.compare_digest(token.encode(), self.token().encode()):
+        operator = self.token_path
+        if operator.is_file() and secrets.compare_digest(
+            token.encode(), operator.read_text().strip().encode()
+        ):
             return self.operator
         name = token.partition("~")[0]
         path = self.path / "tokens" / name
@@ -155,17 +159,17 @@ class Home:
     def secure(self) -> None:
         """The home is the operator's alone: folders 0700, files 0600 (keys, token,
         databases, config). Run at init and whenever a home is opened, so a home made
-        by an older keel is tightened too."""
-        if not self.path.is_dir():
+        by an older keel is tightened too. A home that is already 0700 was made or
+        tightened by this keel (which creates everything private), and is not walked
+        again; a symbolic link is never followed out of the home."""
+        if not self.path.is_dir() or stat.S_IMODE(self.path.stat().st_mode) == 0o700:
             return
-        os.chmod(self.path, 0o700)
         for root, dirs, files in os.walk(self.path):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o700)
-            for f in files:
-                path = os.path.join(root, f)
+            for name in dirs + files:
+                path = os.path.join(root, name)
                 if not os.path.islink(path):
-                    os.chmod(path, 0o600)
+                    os.chmod(path, 0o700 if name in dirs else 0o600)
+        os.chmod(self.path, 0o700)  # last: an interrupted pass is taken up again next time
 
     def port(self) -> int:
         port = self.config().get("port", 7717)
@@ -251,13 +255,3 @@ def init(path: Path | None = None) -> tuple[Home, bool]:
         if ledger.register_identity(operator, signer.public_key, "operator", signer) is not None:
             created = True
     return home, created
-
-
-def add_identity(home: Home, name: str, role: str = "agent") -> Signer:
-    """A key for an agent or connector, registered in the ledger by the operator."""
-    if role not in ("agent", "connector", "operator"):
-        raise BadInput(f"role must be agent, connector or operator, got {role!r}")
-    signer = home.new_key(name)
-    with home.ledger() as ledger:
-        ledger.register_identity(name, signer.public_key, role)
-    return signer

@@ -29,6 +29,19 @@ def to_us(dt: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * _US + delta.microseconds
 
 
+#: The instants a calendar can show: years 1 to 9999, UTC. Anything else is refused when
+#: written, so reading never meets a time it cannot format.
+EARLIEST = -62135596800 * _US
+LATEST = 253402300799 * _US + 999_999
+
+
+def check_range(us: int, what: str = "an instant") -> int:
+    """`us` if a calendar can show it (or it is one of valid time's open ends)."""
+    if us in (FOREVER, SINCE_ALWAYS) or EARLIEST <= us <= LATEST:
+        return us
+    raise BadInput(f"{what} must fall in the years 1 to 9999 (UTC)")
+
+
 def from_us(us: int) -> datetime:
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
@@ -51,13 +64,20 @@ def parse_instant(text: str, default_tz: tzinfo = UTC) -> int:
         raise BadInput(f"{text!r} is not an ISO 8601 instant (e.g. 2026-05-01T09:00:00Z)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=default_tz)
-    return to_us(dt)
+    try:
+        return check_range(to_us(dt), f"{text!r}")
+    except OverflowError:
+        raise BadInput(f"{text!r} must fall in the years 1 to 9999 (UTC)") from None
 
 
 def format_instant(us: int) -> str | None:
-    """UTC ISO 8601 with a trailing Z; None for the open ends of valid time."""
+    """UTC ISO 8601 with a trailing Z; None for the open ends of valid time. An instant no
+    calendar can show (a raw transaction may store any 64-bit value) is shown as its
+    microseconds, never an error."""
     if us in (FOREVER, SINCE_ALWAYS):
         return None
+    if not EARLIEST <= us <= LATEST:
+        return f"{us}us"
     dt = from_us(us)
     text = dt.strftime("%Y-%m-%dT%H:%M:%S")
     if dt.microsecond:

@@ -47,6 +47,16 @@ class Report:
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
+    @property
+    def failure(self) -> str | None:
+        """What is wrong, in one sentence that names the first bad transaction."""
+        return None if self.ok else describe_failure(self.first_bad, self.problem)
+
+
+def describe_failure(first_bad: int | None, problem: str | None) -> str:
+    where = f"transaction {first_bad} is bad: " if first_bad else ""
+    return f"{where}{problem or 'the ledger failed verification'}"
+
 
 def _check_range(
     location: str, blob_dir: str | None, lo: int, hi: int, names: dict[int, str]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
 
-from ..ledger import BadInput, Ledger, NotFound, Signer, TxResult, View
+from ..ledger import BadInput, Conflict, Ledger, NotFound, Signer, TxResult, View
 from ..ledger.encoding import ASSERT
 from ..ledger.instants import (
     FOREVER,
@@ -407,9 +407,7 @@ class Memory:
             ops += self._link_ops(view, "#obs", e, text, None, when)
             return ops
 
-        res = self.ledger.update(
-            build, f"observe {entity}", signer=self.signer, declare=declare
-        )
+        res = self.ledger.update(build, f"observe {entity}", signer=self.signer, declare=declare)
         assert res is not None
         return {"id": res.tempids["#obs"], "entity": found["entity"], "tx": res.tx}
 
@@ -585,7 +583,18 @@ class Memory:
             ops.append({"op": "add", "e": e, "a": "episode/session", "v": session})
         for op in ops:
             op.setdefault("valid_from", when)
-        res = self._commit(ops, f"episode from {agent}")
+
+        def build(view: View) -> list[dict]:
+            recorded = view.value(e, "episode/agent") if session else None
+            if recorded is not None and recorded != agent:
+                raise Conflict(
+                    f"session {session!r} was recorded by {recorded!r}; {agent!r} cannot "
+                    "replace it (give the episode a session id of its own)"
+                )
+            return ops
+
+        res = self.ledger.update(build, f"episode from {agent}", signer=self.signer)
+        assert res is not None
         return {"id": res.tempids.get("#ep", e), "tx": res.tx}
 
     def capture(

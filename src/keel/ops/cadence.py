@@ -72,7 +72,6 @@ def _job(call: Call, name: str, runs: int = 0) -> Job:
     return job_model(ledger, spec, values, _nexts(call, ledger), runs)
 
 
-
 @operation("cadence.list", capability="cadence.read", writes=False)
 def cadence_list(call: Call, p: NoArguments) -> list[Job]:
     """Every job, with its next fire and last run."""
@@ -192,7 +191,7 @@ def cadence_run(call: Call, p: RunIn) -> Run:
     Runs in the daemon when one runs for this home, else in this process."""
     services = call.services
     if services.runtime is None:
-        remote = daemon_client.ask(services.home, "cadence.run", p.model_dump())
+        remote = daemon_client.ask(services.home, "cadence.run", p.model_dump(), call.identity)
         if remote is not None:
             return Run.model_validate(remote)
     scheduler = services.local_runtime().scheduler

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from ..errors import NotFound
 from ..ledger import Ledger, Signer
 from ..memory import Memory
 
@@ -40,8 +41,20 @@ class Call:
 
     @property
     def ledger(self) -> Ledger:
-        """This thread's ledger connection (its guards installed)."""
-        return self.services.ledger()
+        """This thread's ledger connection (its guards installed), signing as the caller:
+        whatever an operation writes is the caller's act, whichever subsystem writes it."""
+        ledger = self.services.ledger()
+        ledger.signer = self._own_key
+        return ledger
+
+    @cached_property
+    def _own_key(self) -> Signer | None:
+        """The caller's key if this home holds it (reads need none; a write without one is
+        refused by the ledger, which signs nothing unsigned)."""
+        try:
+            return self.services.signer(self.identity)
+        except NotFound:
+            return None
 
     @cached_property
     def signer(self) -> Signer:

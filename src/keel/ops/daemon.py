@@ -2,8 +2,9 @@
 
 Before anything runs, the daemon takes the home's lock (another daemon holding it is exit
 status 75, which the service unit does not restart on) and verifies what was written since
-its last verified checkpoint. If the ledger verifies, the daemon signs a new checkpoint (the
-next start verifies from there), clears any read-only mark and starts the runtime: the bus,
+its last verified checkpoint (all of it, if an earlier check found damage). If the ledger
+verifies, the daemon signs a new checkpoint (the next start verifies from there), clears
+any read-only mark and starts the runtime: the bus,
 the scheduler and the recall index. If it does not, keel turns read-only: the failure is
 recorded in the home, a health finding names the first bad transaction, and nothing that
 could change state is started — the API still answers, and every write is refused with the
@@ -62,9 +63,11 @@ class Daemon:
         home = self.services.home
         started = time.perf_counter()
         with self.services.open_guarded() as ledger:
-            # What was written since the last checkpoint the ledger can still vouch for;
-            # everything, when there is none.
-            report = ledger.verify_incremental()
+            # What was written since the last checkpoint the ledger can still vouch for
+            # (everything, when there is none) — or, when an earlier check found damage,
+            # everything: only a full pass may lift the read-only mark.
+            marked = home.integrity_problem() is not None
+            report = ledger.verify() if marked else ledger.verify_incremental()
             seconds = round(time.perf_counter() - started, 3)
             if report.ok:
                 home.set_integrity_problem(None)
@@ -72,8 +75,7 @@ class Daemon:
                     record(ledger, [], [INTEGRITY])  # resolve a finding of an earlier start
                     ledger.checkpoint()
                 return Verified(True, report.transactions, seconds, since=report.since)
-            where = f"transaction {report.first_bad} is bad: " if report.first_bad else ""
-            problem = f"{where}{report.problem}"
+            problem = report.failure
             home.set_integrity_problem(problem, report.first_bad)
             message = f"the ledger failed verification: {problem}"
             # The finding goes on top of the damage; if even that cannot be written, the

@@ -25,9 +25,12 @@ ROUTES = {
 }
 
 
-def ask(home: Home, operation: str, arguments: dict[str, Any] | None = None) -> Any | None:
-    """The daemon's JSON answer to `operation`, or None when no daemon runs for `home`.
-    An error the daemon reports is raised here as the same kind of KeelError."""
+def ask(
+    home: Home, operation: str, arguments: dict[str, Any] | None = None, identity: str = ""
+) -> Any | None:
+    """The daemon's JSON answer to `operation`, asked as `identity` (the caller: the daemon's
+    door judges it again, and what it writes is signed as it), or None when no daemon runs
+    for `home`. An error the daemon reports is raised here as the same kind of KeelError."""
     holder = read_holder(home.path)
     if not holder or not holder.get("port"):
         return None
@@ -40,14 +43,19 @@ def ask(home: Home, operation: str, arguments: dict[str, Any] | None = None) -> 
             path += "?" + urllib.parse.urlencode(args)
     else:
         body = json.dumps(args).encode()
+    address = holder.get("address") or "127.0.0.1"
+    host = f"[{address}]" if ":" in address else address
+    token = home.client_token(identity or home.operator)
     request = urllib.request.Request(
-        f"http://127.0.0.1:{holder['port']}{path}",
+        f"http://{host}:{holder['port']}{path}",
         data=body,
         method=method,
-        headers={"Authorization": f"Bearer {home.token()}", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
+    # As long as the daemon may take: a run it is asked to wait for, else a moment.
+    timeout = float(args.get("wait") or 0) + 30
     try:
-        with urllib.request.urlopen(request, timeout=3700) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise _error(exc) from None
@@ -64,6 +72,8 @@ def _error(exc: urllib.error.HTTPError) -> KeelError:
         data = json.loads(exc.read())
     except (ValueError, OSError):
         data = {}
+    message = data.get("error") or f"the daemon answered {exc.code}"
+    if data.get("kind") == Forbidden.kind:
+        return Forbidden(message, data.get("capability", ""), data.get("operation", ""))
     by_kind = {cls.kind: cls for cls in ERRORS if cls is not Forbidden}
-    cls = by_kind.get(data.get("kind"), KeelError)
-    return cls(data.get("error") or f"the daemon answered {exc.code}")
+    return by_kind.get(data.get("kind"), KeelError)(message)

@@ -90,6 +90,13 @@ class Door:
             raise Unauthorized("the token belongs to no keel identity")
         return identity
 
+    def admit(self, identity: str) -> str:
+        """Check, before a long-lived session serves it (stdio MCP), that `identity` may act
+        here at all: registered in the ledger, with its key in this home."""
+        self.services.role_of(identity)
+        self.services.signer(identity)
+        return identity
+
     def call_json(
         self, name: str, arguments: Mapping[str, Any] | BaseModel | None, caller: Caller
     ) -> Any:

@@ -11,7 +11,8 @@ Each operation `a.b.c` is the method `k.a.b.c(...)`: positional arguments fill t
 fields in order, keywords by name; the result is the operation's typed output (a pydantic
 model, or a list or dict of them). A name that is a Python keyword takes a trailing
 underscore (`k.vault.import_(...)`). Mistakes raise `keel.errors.KeelError` subclasses.
-Opening writes nothing.
+Opening writes nothing (but a home made by an older keel has keel's own attributes
+declared the first time it is used).
 """
 
 from __future__ import annotations

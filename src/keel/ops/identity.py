@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
+from ..ledger.ledger import identity_entity
 from .call import Call
 from .models import Input, NoArguments, Output
 from .registry import operation
@@ -23,7 +24,6 @@ class Identity(Output):
     keys: list[str] = Field(description="Its Ed25519 public keys, hex.")
 
 
-
 @operation("identity.list", capability="identity.read", writes=False)
 def identity_list(call: Call, p: NoArguments) -> list[Identity]:
     """Identities registered in the ledger, with their roles and public keys."""
@@ -38,9 +38,20 @@ class IdentityAddIn(Input):
 @operation("identity.add", capability="identity.manage", writes=True)
 def identity_add(call: Call, p: IdentityAddIn) -> Identity:
     """Make a key for an agent or connector (kept in the home, mode 0600) and register its
-    public key in the ledger."""
-    signer = call.services.home.new_key(p.name)
-    call.ledger.register_identity(p.name, signer.public_key, p.role, signer=call.signer)
+    public key in the ledger. Adding an identity again changes nothing; changing its role
+    is refused (roles change through governance, not by re-adding)."""
+    ledger, home = call.ledger, call.services.home
+    role = ledger.view().value(identity_entity(p.name), "keel.identity/role")
+    if role is not None and role != p.role:
+        raise Conflict(f"{p.name!r} is already registered, as {role}, not {p.role}")
+    made = not home.key_path(p.name).exists()
+    signer = home.new_key(p.name)
+    try:
+        ledger.register_identity(p.name, signer.public_key, p.role, signer=call.signer)
+    except BaseException:
+        if made:  # a key the ledger does not know would only mislead
+            home.key_path(p.name).unlink(missing_ok=True)
+        raise
     for found in call.ledger.identities():
         if found["name"] == p.name:
             return Identity.model_validate(found)

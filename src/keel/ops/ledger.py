@@ -3,7 +3,7 @@ integrity proofs, export and import."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -11,6 +11,7 @@ from pydantic import Field
 from ..errors import BadInput, NotFound
 from ..ledger import MAIN
 from ..ledger.text import entity_ref, typed_value
+from ..ledger.verify import describe_failure
 from .call import Call
 from .models import (
     AsOf,
@@ -203,7 +204,6 @@ class AttributeInfo(Output):
     doc: str
 
 
-
 @operation("schema.list", capability="schema.read", writes=False)
 def schema_list(call: Call, p: NoArguments) -> list[AttributeInfo]:
     """Declared attributes."""
@@ -320,6 +320,11 @@ class VerifyReport(Output):
     seconds: float
     since: int = Field(0, description="Transactions up to here were vouched for by a checkpoint.")
 
+    @property
+    def failure(self) -> str | None:
+        """What is wrong, in one sentence that names the first bad transaction."""
+        return None if self.ok else describe_failure(self.first_bad, self.problem)
+
 
 @operation("ledger.verify", capability="ledger.verify", writes=False)
 def verify(call: Call, p: NoArguments) -> VerifyReport:
@@ -328,12 +333,7 @@ def verify(call: Call, p: NoArguments) -> VerifyReport:
     A failure names the first bad transaction and makes keel read-only until a verify
     passes again."""
     report = call.ledger.verify(progress=call.progress)
-    home = call.services.home
-    if report.ok:
-        home.set_integrity_problem(None)
-    else:
-        where = f"transaction {report.first_bad} is bad: " if report.first_bad else ""
-        home.set_integrity_problem(f"{where}{report.problem}", report.first_bad)
+    call.services.home.set_integrity_problem(report.failure, report.first_bad)
     return VerifyReport.model_validate(
         {k: v for k, v in report.to_json().items() if k in VerifyReport.model_fields}
     )
@@ -403,21 +403,22 @@ class Exchanged(Output):
 
 @operation("ledger.export", capability="ledger.export", writes=False)
 def export(call: Call, p: PathIn) -> Exchanged:
-    """Write every transaction and checkpoint as JSONL (salts and values included)."""
-    path = Path(p.path).expanduser()
+    """Write every transaction and checkpoint as JSONL (salts and values included), to a
+    new file readable by its owner only, outside the home."""
+    path = call.services.outside_home(p.path)
     try:
-        out = path.open("w", encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            count = call.ledger.export(out)
     except OSError as exc:
-        raise BadInput(f"cannot write {path}: {exc.strerror}") from None
-    with out:
-        count = call.ledger.export(out)
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
     return Exchanged(path=str(path), transactions=count)
 
 
 @operation("ledger.import", capability="ledger.import", writes=True)
 def import_(call: Call, p: PathIn) -> Exchanged:
     """Append an export after verifying every transaction in it."""
-    path = Path(p.path).expanduser()
+    path = call.services.outside_home(p.path)
     if not path.is_file():
         raise NotFound(f"there is no file {path}")
     return Exchanged(path=str(path), transactions=call.ledger.import_file(path))

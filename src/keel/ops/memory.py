@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from ..errors import Refused
 from ..ledger.instants import from_us
 from ..memory.model import SURFACES, slugify
 from .call import Call
@@ -205,7 +206,6 @@ def observe(call: Call, p: ObserveIn) -> Observed:
     )
 
 
-
 @operation("memory.entity.kinds", capability="memory.read", writes=False)
 def kinds(call: Call, p: NoArguments) -> list[str]:
     """The entity kinds there are."""
@@ -229,6 +229,14 @@ def add_kind(call: Call, p: KindIn) -> KindAdded:
 
 
 # -- decisions, canon, episodes, capture, daybook ---------------------------------------------
+def _as_caller(call: Call, named: str | None, doing: str) -> str | None:
+    """Who a record says acted: anyone, as the operator says; the caller, for anyone else
+    (an agent speaks for itself, never in another's name)."""
+    if named is None or call.role == "operator" or named == call.identity:
+        return named
+    raise Refused(f"{call.identity!r} may not {doing} {named!r}; only the operator names another")
+
+
 class DecideIn(Input):
     title: Annotated[str, Field(min_length=1, max_length=1000)]
     why: Text
@@ -250,6 +258,7 @@ class DecideIn(Input):
 def decide(call: Call, p: DecideIn) -> Added:
     """Log a decision: what, why, the alternatives and the evidence."""
     fields = p.model_dump()
+    fields["by"] = _as_caller(call, p.by, "log a decision by")
     return Added.model_validate(
         call.memory.log_decision(fields.pop("title"), fields.pop("why"), **fields)
     )
@@ -309,14 +318,14 @@ class CanonShowIn(Input):
 @operation("memory.canon.show", capability="memory.read", writes=False)
 def canon_show(call: Call, p: CanonShowIn) -> MemoryItem:
     """One canon document."""
-    return MemoryItem.model_validate(
-        call.memory.item(f"canon:{slugify(p.name)}", as_of=p.as_of)
-    )
+    return MemoryItem.model_validate(call.memory.item(f"canon:{slugify(p.name)}", as_of=p.as_of))
 
 
 class EpisodeIn(Input):
     text: Text = Field(description="The transcript.")
-    agent: Name = Field(description="The agent whose session this was.")
+    agent: Name | None = Field(
+        None, description="The agent whose session this was (default: the caller)."
+    )
     title: Annotated[str | None, Field(max_length=1000)] = None
     session: Annotated[str | None, Field(max_length=200)] = Field(
         None, description="The tool's own session id: recording it again replaces the text."
@@ -329,6 +338,7 @@ class EpisodeIn(Input):
 def episode_add(call: Call, p: EpisodeIn) -> Added:
     """Record an agent's session transcript, valid from when the session happened."""
     fields = p.model_dump()
+    fields["agent"] = _as_caller(call, p.agent, "record a session of") or call.identity
     return Added.model_validate(call.memory.add_episode(fields.pop("text"), **fields))
 
 

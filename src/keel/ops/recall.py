@@ -66,7 +66,6 @@ def search(call: Call, p: SearchIn) -> Answer:
     return Answer.model_validate(found)
 
 
-
 class IndexStatus(OpenOutput):
     mode: str = Field(description="hybrid, fulltext, or ledger-fulltext while it is broken.")
     healthy: bool = Field(True, description="False while the index cannot be read.")

@@ -67,7 +67,7 @@ def status(call: Call, p: NoArguments) -> Status:
     services = call.services
     runtime = services.runtime
     if runtime is None:
-        remote = daemon_client.ask(services.home, "status.show")
+        remote = daemon_client.ask(services.home, "status.show", identity=call.identity)
         if remote is not None:
             return Status.model_validate(remote)
     ledger = call.ledger

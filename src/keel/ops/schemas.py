@@ -21,8 +21,7 @@ def missing(ledger: Ledger) -> bool:
     """Whether any of keel's attributes is undeclared (or declared with an older doc)."""
     schema = ledger.schema
     return any(
-        d["attribute"] not in schema or schema[d["attribute"]].doc != d.get("doc", "")
-        for d in ALL
+        d["attribute"] not in schema or schema[d["attribute"]].doc != d.get("doc", "") for d in ALL
     )
 
 

@@ -13,19 +13,23 @@ Constructing services writes nothing. keel's own attributes are declared once, b
 from __future__ import annotations
 
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
 from ..cadence.clock import clock_from_env
 from ..daemon.runtime import Runtime
-from ..errors import Unauthorized
+from ..errors import BadInput, ReadOnly, Unauthorized
 from ..govern.home import Home, home_dir, prepare_home
 from ..govern.home import init as init_home
 from ..health import checks
-from ..ledger import Ledger, Signer
+from ..ledger import Ledger, PendingTx, Signer
 from ..ledger.ledger import identity_entity
 from ..memory import Recall, rules
 from . import schemas
+
+#: The findings a read-only ledger still takes: the ones that say it is damaged.
+INTEGRITY_FINDINGS = "finding:integrity:"
 
 
 def build_runtime(services: Services) -> Runtime:
@@ -42,7 +46,7 @@ class Services:
         self.runtime: Runtime | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._opened: list[Ledger] = []
+        self._opened: weakref.WeakSet[Ledger] = weakref.WeakSet()
         self._signers: dict[str, Signer] = {}
         self._recall: Recall | None = None
         self._local_runtime: Runtime | None = None
@@ -64,9 +68,11 @@ class Services:
         anything was created."""
         home, created = init_home(Path(path).expanduser() if path else None)
         services = cls(home)
+        services._schema_checked = True
+        if services.read_only():
+            return services, created  # a damaged ledger is not written to
         with services.open_ledger() as ledger:
             created = schemas.declare(ledger) or created
-        services._schema_checked = True
         # The default cadence (a daily probe, an hourly doctor sweep) from the first day.
         created = bool(services.local_runtime().prepare()) or created
         return services, created
@@ -80,22 +86,32 @@ class Services:
         return cls.init(home.path)[0]
 
     @staticmethod
-    def prepare(path: str | Path) -> None:
+    def prepare(path: str | Path | None = None) -> None:
         """Make the folders, config and token of a home without a key or ledger: a home
-        about to receive a ledger export (its genesis comes from the file)."""
-        prepare_home(Home(Path(path).expanduser()))
+        about to receive a ledger export (its genesis comes from the file). A home that
+        exists already is left as it is."""
+        prepare_home(Home(Path(path).expanduser() if path else home_dir()))
 
     # -- ledgers ----------------------------------------------------------------------------
     def open_guarded(self, as_name: str | None = None, clock: Any = None) -> Ledger:
         """A new connection with every write guard installed. The runtime wraps this one
         (to wake its bus on commit); everything else asks `open_ledger`."""
         ledger = self.home.ledger(as_name, clock=clock or self.clock.now)
+        ledger.add_guard(self._refuse_while_read_only)
         rules.install(ledger)
         if not self._schema_checked:
             self._schema_checked = True
             if not self.read_only():
                 schemas.declare(ledger)  # a home made by an older keel
         return ledger
+
+    def _refuse_while_read_only(self, tx: PendingTx) -> None:
+        """The read-only mark holds below the door too (the scheduler, the bus, a
+        library caller): nothing but the finding that reports the damage is written on
+        top of a ledger that failed verification."""
+        problem = self.read_only()
+        if problem and any(not d.e.startswith(INTEGRITY_FINDINGS) for d in tx.datoms):
+            raise ReadOnly(f"keel is read-only: {problem}")
 
     def open_ledger(self, as_name: str | None = None) -> Ledger:
         """A new connection of the caller's own (close it)."""
@@ -104,13 +120,15 @@ class Services:
         return self.open_guarded(as_name)
 
     def ledger(self) -> Ledger:
-        """This thread's connection, opened on first use and closed with the services."""
+        """This thread's connection, opened on first use; closed when the thread ends (a
+        server's worker threads come and go) or with the services, whichever is first."""
         ledger = getattr(self._local, "ledger", None)
         if ledger is None:
             ledger = self.open_ledger()
             self._local.ledger = ledger
             with self._lock:
-                self._opened.append(ledger)
+                self._opened.add(ledger)
+            weakref.finalize(threading.current_thread(), ledger.close)
         return ledger
 
     def signer(self, identity: str) -> Signer:
@@ -150,6 +168,15 @@ class Services:
                 self._recall = Recall(self.open_ledger(), embedder)
             return self._recall
 
+    def outside_home(self, text: str) -> Path:
+        """A path an operation may read or write for a caller: anywhere but the home, whose
+        keys, token and databases no operation hands out or overwrites."""
+        path = Path(text).expanduser().resolve()
+        home = self.home.path.resolve()
+        if path == home or home in path.parents:
+            raise BadInput(f"{text} is inside the keel home; choose a place outside it")
+        return path
+
     def timezone(self) -> str:
         """The operator's time zone (IANA name): how people are shown instants."""
         return self.home.timezone().key
@@ -160,7 +187,7 @@ class Services:
 
     def close(self) -> None:
         with self._lock:
-            opened, self._opened = self._opened, []
+            opened, self._opened = list(self._opened), weakref.WeakSet()
             recall, self._recall = self._recall, None
             runtime, self._local_runtime = self._local_runtime, None
         if runtime is not None:

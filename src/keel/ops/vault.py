@@ -4,7 +4,6 @@ they need their own capabilities (`vault.export`, `vault.import`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -14,10 +13,6 @@ from ..memory import vault
 from .call import Call
 from .models import Input, LocalPath, OpenOutput
 from .registry import operation
-
-
-def _directory(text: str) -> Path:
-    return Path(text).expanduser()
 
 
 class ExportIn(Input):
@@ -37,7 +32,7 @@ def export(call: Call, p: ExportIn) -> Exported:
 
     Refuses, naming them, to overwrite files changed since keel wrote them (import first),
     unless told to force."""
-    path = _directory(p.dir)
+    path = call.services.outside_home(p.dir)
     if path.exists() and not path.is_dir():
         raise BadInput(f"{path} is a file, not a folder to export a vault into")
     return Exported.model_validate(vault.export(call.ledger, path, force=p.force))
@@ -64,5 +59,6 @@ class ImportReport(OpenOutput):
 def import_(call: Call, p: ImportIn) -> ImportReport:
     """Record edits made in an exported vault as transactions, merging each field three
     ways; conflicts and refusals are listed, never guessed."""
-    report = vault.import_vault(call.ledger, _directory(p.dir), signer=call.signer)
+    path = call.services.outside_home(p.dir)
+    report = vault.import_vault(call.ledger, path, signer=call.signer)
     return ImportReport.model_validate(report)

@@ -110,7 +110,6 @@ def article_show(call: Call, p: ArticleShowIn) -> Article:
     return Article.model_validate(_wiki(call).article(p.slug, as_of=p.as_of))
 
 
-
 class IndexEntry(Output):
     slug: str
     title: str | None

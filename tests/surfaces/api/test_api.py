@@ -276,6 +276,10 @@ def test_bad_input_is_4xx_json_and_writes_nothing(api):
         assert words in body["error"], body
     assert_error(c.post(jobs, json=["not", "an", "object"]), 400, "bad-input")
     assert_error(c.get(f"{jobs}/bad"), 404)
+    # A path parameter cannot be given twice, whatever the method.
+    clash = assert_error(c.get(f"{jobs}/ghost", params={"name": "probe.daily"}), 400)
+    assert "comes from the path" in clash["error"]
+    assert_error(c.post(f"{jobs}/ghost/run", json={"name": "probe.daily"}), 400, "bad-input")
     assert_error(c.post(f"{API}/branches/main/drop"), 400, "bad-input")
 
     assert api.head() == head, "a rejected request wrote to the ledger"
@@ -458,3 +462,27 @@ def test_serve_reports_a_busy_port(api):
         taken.close()
     with pytest.raises(KeelError, match="port"):
         serve(api.door, port=70000)
+    with pytest.raises(KeelError, match="this machine only"):
+        serve(api.door, host="0.0.0.0")
+
+
+def test_a_websocket_is_turned_away(api):
+    """keel serves no websockets: the gate closes one before anything else sees it."""
+    import asyncio
+
+    from keel.surfaces.api.app import Gate, allowed_hosts
+
+    seen, sent = [], []
+
+    async def inner(scope, receive, send):
+        seen.append(scope["type"])
+
+    async def send(message):
+        sent.append(message)
+
+    gate = Gate(inner, api.door, allowed_hosts(api.server.port), [])
+    scope = {"type": "websocket", "path": "/mcp", "headers": []}
+    asyncio.run(gate(scope, None, send))
+    assert seen == [] and sent == [{"type": "websocket.close", "code": 1008}]
+    asyncio.run(gate({"type": "lifespan"}, None, send))
+    assert seen == ["lifespan"]

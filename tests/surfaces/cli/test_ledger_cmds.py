@@ -191,6 +191,9 @@ def test_identity_add_and_list(keel_home, cli, state):
     assert ok(cli("identity", "add", "feeds", "--role", "connector"))
     one_clear_line(cli("identity", "add", "x", "--role", "overlord"), "role")
     one_clear_line(cli("identity", "add", "no good"), "name")
+    ok(cli("identity", "add", "claude-code"))  # again: nothing changes
+    escalate = cli("identity", "add", "claude-code", "--role", "operator")
+    assert escalate.code == 3 and "already registered, as agent" in one_clear_line(escalate)
     assert state()[0] == before[0] + 1
     for name in ("claude-code", "feeds"):
         assert stat.S_IMODE(keel_home.key_path(name).stat().st_mode) == 0o600
@@ -433,6 +436,21 @@ def test_log(keel_home, cli, run, people, services):
     assert "met alice" in table and "Alice lived in Denver" in table
 
 
+def test_log_pages_through_a_long_ledger(keel_home, cli, people, services, monkeypatch):
+    from keel.surfaces.cli import ledger_cmds
+
+    monkeypatch.setattr(ledger_cmds, "PAGE", 2)  # pages of two: every page boundary is hit
+    head = services.ledger().head().id
+    assert head > 5
+    every = [e["tx"] for e in ok(cli("log", "--json")).lines()]
+    assert every == list(range(1, head + 1))
+    assert [e["tx"] for e in ok(cli("log", "--limit", "3", "--json")).lines()] == [1, 2, 3]
+    assert [e["tx"] for e in ok(cli("log", "--since", "1", "--limit", "5", "--json")).lines()] == [
+        2, 3, 4, 5, 6
+    ]  # fmt: skip
+    assert len(ok(cli("log")).out.splitlines()) > head
+
+
 # -- integrity ---------------------------------------------------------------------------
 
 
@@ -517,7 +535,8 @@ def test_branch_commands(keel_home, cli, people, services, state):
     ok(cli("branch", "create", "rival"))
     on_exp = ok(cli("transact", "-f", "-", "--branch", "exp", "--json", input=city("Denver")))
     assert on_exp.json()["branch"] == "exp"
-    ok(cli("transact", "-f", "-", "--branch", "rival", input=city("Rome")))
+    in_doc = json.dumps({**json.loads(city("Rome")), "branch": "rival"})
+    assert ok(cli("transact", "-f", "-", "--json", input=in_doc)).json()["branch"] == "rival"
     ledger = services.ledger()
     assert {b.name: b.base for b in ledger.branches()}["old"] == fork_at
     assert ledger.view("exp").value(alice, "person/city") == "Denver"

@@ -167,3 +167,10 @@ def test_doctor_status_and_findings_on_a_fresh_home(keel_home, cli):
     assert status["ledger"]["transactions"] >= 1
     assert {j["name"] for j in status["jobs"]} >= {"probe.daily", "doctor.sweep"}
     assert "not running" in ok(cli("status")).out
+
+
+def test_up_serves_this_machine_only(keel_home, cli, head):
+    before = head()
+    refused = cli("up", "--host", "0.0.0.0")
+    assert refused.code == 2 and "this machine only" in one_clear_line(refused)
+    assert head() == before  # refused before the home was touched

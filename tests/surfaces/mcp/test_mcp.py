@@ -300,15 +300,15 @@ def test_stdio_only_protocol_on_stdout_and_hostile_input_answered(agent_home):
     assert f"serving over stdio as {AGENT}" in err
 
 
-def test_stdio_refuses_an_identity_without_a_key(agent_home):
+def test_stdio_refuses_an_identity_the_ledger_does_not_know(agent_home):
     proc = subprocess.run(
         [sys.executable, "-m", "keel", "mcp", "--as", "nobody"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert proc.returncode == 1 and proc.stdout == ""
-    assert proc.stderr.strip() == "keel: no key for identity 'nobody' (see 'keel identity add')"
+    assert proc.returncode == 4 and proc.stdout == ""
+    assert proc.stderr.strip() == "keel: 'nobody' is not an identity registered in this ledger"
 
 
 # -- streamable HTTP on the API server ----------------------------------------------------------

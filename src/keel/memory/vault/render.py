@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ...ledger import Ledger
-from ...ledger.instants import FOREVER, format_instant, from_us
+from ...ledger.instants import EARLIEST, FOREVER, LATEST, format_instant, from_us
 from .fields import FACTS, FIELDS, FOLDERS, GEN_CLOSE, GEN_OPEN, LINKS, TIMELINE
 from .linking import for_obsidian
 from .names import Layout
@@ -56,7 +56,7 @@ class Snap:
         return FOREVER
 
     def date(self, us: int | None) -> str:
-        if us is None:
+        if us is None or not EARLIEST <= us <= LATEST:  # a raw transaction may store any int
             return "undated"
         return from_us(us).astimezone(self.ledger.default_tz or dt.UTC).date().isoformat()
 

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import BadInput, KeelError
-from ...ops import registry
+from ...ops import registry, version
 from ...ops.door import Caller, Door
 from .routes import ROUTES
 
@@ -79,19 +79,21 @@ def plain_error(status: int, kind: str, message: str, headers: dict | None = Non
 class Gate:
     """Host header and token checks in front of the API and MCP alike.
 
-    `hosts` lists the Host values accepted (empty: any, for a server bound to a routable
-    address on purpose). A request that passes carries its caller in the ASGI scope.
+    `hosts` lists the Host values accepted. A request that passes carries its caller in the
+    ASGI scope. Only HTTP passes (keel serves no websockets); lifespan events go through.
     """
 
     def __init__(self, app: Any, door: Door, hosts: Collection[str], public: Collection[str]):
         self.app, self.door, self.hosts, self.public = app, door, set(hosts), set(public)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await send({"type": "websocket.close", "code": 1008})
         headers = dict(scope.get("headers") or ())
         host = headers.get(b"host", b"").decode("latin-1").lower()
-        if self.hosts and host not in self.hosts:
+        if host not in self.hosts:
             response = plain_error(
                 421, "bad-host", f"keel answers only to {', '.join(sorted(self.hosts))}"
             )
@@ -109,10 +111,22 @@ class Gate:
         await self.app(scope, receive, send)
 
 
-def allowed_hosts(host: str, port: int) -> list[str]:
-    """Host header values a loopback server answers to; none (any) for another address."""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        return []
+#: The addresses keel serves on: this machine only. Another machine reaches keel through a
+#: tunnel the operator sets up (ssh -L), never through a port keel opens to the network.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_host(host: str) -> None:
+    if host not in LOOPBACK:
+        raise BadInput(
+            f"keel serves on this machine only ({', '.join(LOOPBACK)}), not {host!r}; "
+            "reach it from elsewhere through a tunnel such as ssh -L"
+        )
+
+
+def allowed_hosts(port: int) -> list[str]:
+    """The Host header values a loopback server answers to (a DNS-rebinding page sends its
+    own name, and is turned away)."""
     return [f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"]
 
 
@@ -143,10 +157,12 @@ async def _body(request: Request) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, RecursionError):
-        raise BadInput("the request body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise BadInput(f"the request body is not valid JSON ({exc.msg})") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise BadInput("the request body is not UTF-8 JSON, or nests too deeply") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise BadInput("the request body holds a number too long to read") from None
     if not isinstance(data, dict):
         raise BadInput("the request body must be a JSON object of named arguments")
     return data
@@ -157,17 +173,16 @@ def _endpoint(door: Door, op: registry.Operation, method: str, path: str) -> Cal
     lists = {n for n, f in op.input.model_fields.items() if _is_list(f.annotation)}
 
     async def endpoint(request: Request) -> JSONResponse:
-        args: dict[str, Any] = dict(request.path_params)
         if method == "GET":
-            for name in request.query_params:
-                values = request.query_params.getlist(name)
-                args[name] = values if name in lists else values[-1]
+            q = request.query_params
+            given = {n: q.getlist(n) if n in lists else q.getlist(n)[-1] for n in q}
         else:
-            body = await _body(request)
-            clash = path_names & set(body)
-            if clash:
-                raise BadInput(f"{', '.join(sorted(clash))} comes from the path, not the body")
-            args.update(body)
+            given = await _body(request)
+        clash = path_names & set(given)
+        if clash:
+            where = "the query" if method == "GET" else "the body"
+            raise BadInput(f"{', '.join(sorted(clash))} comes from the path, not {where}")
+        args = {**given, **request.path_params}
         caller = Caller(request.scope[SCOPE_CALLER], "http")
         result = await run_in_threadpool(door.call_json, op.name, args, caller)
         return JSONResponse(result)
@@ -230,7 +245,7 @@ def _responses(op: registry.Operation) -> dict:
 def create_app(door: Door) -> FastAPI:
     app = FastAPI(
         title="keel",
-        version=_version(),
+        version=version(),
         description="keel's operations over HTTP. Every route needs `Authorization: Bearer "
         "<token>` (the operator's token is KEEL_HOME/token; `keel mcp token NAME` makes a "
         "client's) and a loopback Host. Every failure is `{error, kind}` with a 4xx status.",
@@ -262,15 +277,6 @@ def create_app(door: Door) -> FastAPI:
     _errors(app)
     _openapi(app, defs)
     return app
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("keel-os")
-    except PackageNotFoundError:
-        return "0"
 
 
 def _errors(app: FastAPI) -> None:
@@ -345,7 +351,7 @@ def _stream_route(app: FastAPI, door: Door) -> None:
 
         first = await run_in_threadpool(read, start)  # refused here, before the stream opens
         if start is None:
-            first = {"events": [], "next": f"{first['head']}.2147483647", "head": first["head"]}
+            first = {"events": [], "next": str(first["head"]), "head": first["head"]}  # from now
         return StreamingResponse(
             _frames(app, read, first),
             media_type="text/event-stream",
@@ -381,4 +387,3 @@ async def _frames(
 
 def _sse(event: dict) -> str:
     return f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
-

@@ -22,20 +22,21 @@ import uvicorn
 from ...errors import KeelError
 from ...ops.door import Door
 from ..mcp.server import McpHttp
-from .app import OPENAPI, SCOPE_CALLER, Gate, allowed_hosts, create_app
+from .app import OPENAPI, SCOPE_CALLER, Gate, allowed_hosts, check_host, create_app
 
 
 class ApiServer:
     """A uvicorn server for the API, running in a thread of its own."""
 
     def __init__(self, door: Door, host: str = "127.0.0.1", port: int = 0):
+        check_host(host)
         self.door = door
         self.host = host
         self._sock = _bind(host, port)
         self.port: int = self._sock.getsockname()[1]
         self.app = create_app(door)
         self.mcp = McpHttp(door, SCOPE_CALLER, host)
-        gated = Gate(self.mcp.mount(self.app), door, allowed_hosts(host, self.port), [OPENAPI])
+        gated = Gate(self.mcp.mount(self.app), door, allowed_hosts(self.port), [OPENAPI])
         self.config = uvicorn.Config(
             gated,
             log_config=None,

@@ -9,7 +9,6 @@ Nothing heavy is imported until a command runs, so `keel --help` stays quick.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,17 +87,27 @@ def emit_data(data: Any) -> None:
 # -- presentation ---------------------------------------------------------------------------
 @cache
 def out() -> Console:
-    """Standard output. Piped output is never wrapped: a pipe has no width."""
+    """Standard output. Piped output is never wrapped: a pipe has no width. Text is never
+    read as markup: what keel prints is often what someone stored (`marked` styles)."""
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 10_000, highlight=False)
+    wide = None if sys.stdout.isatty() else 10_000
+    return Console(width=wide, highlight=False, markup=False)
 
 
 @cache
 def err() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, width=None if sys.stderr.isatty() else 10_000, highlight=False)
+    wide = None if sys.stderr.isatty() else 10_000
+    return Console(stderr=True, width=wide, highlight=False, markup=False)
+
+
+def marked(label: str, style: str, text: str = "") -> None:
+    """Print `label` in `style`, then `text` exactly as it is."""
+    from rich.text import Text
+
+    out().print(Text.assemble((label, style), text))
 
 
 @contextmanager
@@ -181,13 +190,11 @@ def read_json(source: str) -> Any:
         raise BadInput(f"{where} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
     except RecursionError:
         raise BadInput(f"{where} nests too deeply to be a keel document") from None
+    except ValueError:  # an integer of more than 4,300 digits
+        raise BadInput(f"{where} holds a number too long to read") from None
 
 
 def local_path(text: str) -> str:
     """A path typed at the terminal, made absolute: keel's operations take absolute paths,
     since the process that serves a call may not share the shell's directory."""
     return str(Path(text).expanduser().absolute())
-
-
-def home_path() -> Path:
-    return Path(os.environ.get("KEEL_HOME") or "~/.keel").expanduser()

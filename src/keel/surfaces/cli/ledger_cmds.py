@@ -31,6 +31,9 @@ schema_app = typer.Typer(no_args_is_help=True, help="Declare and list attributes
 branch_app = typer.Typer(no_args_is_help=True, help="Fork, merge and drop branches.")
 proof_app = typer.Typer(no_args_is_help=True, help="Merkle proofs over the transaction log.")
 
+#: Transactions `keel log` asks for at a time (the most one ledger.log call returns).
+PAGE = 10_000
+
 BranchOpt = Annotated[str, typer.Option("--branch", "-b", help="Branch to use.")]
 FileOpt = Annotated[str, typer.Option("--file", "-f", help="A JSON file, or - for stdin.")]
 
@@ -91,16 +94,21 @@ def schema_list(as_json: JsonFlag = False) -> None:
 def transact(
     file: FileOpt,
     as_name: AsOpt = None,
-    branch: BranchOpt = "main",
+    branch: Annotated[
+        str | None,
+        typer.Option("--branch", "-b", help="Branch to write (default: the document's, or main)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Commit a transaction document: {"reason", "ops": [...], "expect": [...]}."""
+    """Commit a transaction document: {"reason", "ops": [...], "expect": [...], "branch"}."""
     from ...errors import BadInput
 
     doc = read_json(file)
     if not isinstance(doc, dict):
         raise BadInput("a transaction document is a JSON object with 'ops'")
-    result = call("ledger.transact", {**doc, "branch": branch}, as_name, json=as_json)
+    if branch is not None:
+        doc = {**doc, "branch": branch}
+    result = call("ledger.transact", doc, as_name, json=as_json)
     out().print(f"tx {result.tx} {result.hash}")
     for temp, real in result.tempids.items():
         out().print(f"  {temp} → {real}")
@@ -199,20 +207,29 @@ def log(
         str, typer.Option(help="Only transactions after this one (number, hash or instant).")
     ] = "0",
     branch: Annotated[str | None, typer.Option("--branch", "-b")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many.")] = 10_000,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many (default: all).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Transactions, oldest first: who signed what, when and why (--json: one JSON object
     per line)."""
-    page = call("ledger.log", {"since": since, "branch": branch, "limit": limit})
-    if as_json:
-        for entry in to_json("ledger.log", page)["transactions"]:
-            emit_data(entry)
-        return
     t = table("tx", "time", "author", "branch", "datoms", "reason")
-    for tx in page.transactions:
-        t.add_row(str(tx.tx), local(tx.time), tx.author, tx.branch, str(tx.datoms), tx.reason)
-    out().print(t)
+    left, cursor = limit, since
+    while left is None or left > 0:  # page by page: a long ledger is never cut short
+        size = PAGE if left is None else min(left, PAGE)
+        page = call("ledger.log", {"since": cursor, "branch": branch, "limit": size})
+        if as_json:
+            for entry in to_json("ledger.log", page)["transactions"]:
+                emit_data(entry)
+        for tx in [] if as_json else page.transactions:
+            t.add_row(str(tx.tx), local(tx.time), tx.author, tx.branch, str(tx.datoms), tx.reason)
+        if page.next is None:
+            break
+        cursor = str(page.next)
+        left = None if left is None else left - len(page.transactions)
+    if not as_json:
+        out().print(t)
 
 
 def verify(as_json: JsonFlag = False) -> None:
@@ -229,8 +246,7 @@ def verify(as_json: JsonFlag = False) -> None:
         )
     if not report.ok:
         if not as_json:
-            where = f"transaction {report.first_bad} is bad: " if report.first_bad else ""
-            sys.stderr.write(f"keel: {where}{report.problem}\n")
+            sys.stderr.write(f"keel: {report.failure}\n")
         raise typer.Exit(1)
 
 
@@ -310,10 +326,8 @@ def export_cmd(file: str, as_json: JsonFlag = False) -> None:
 def import_cmd(file: str, as_json: JsonFlag = False) -> None:
     """Append an export after verifying every transaction in it (into a new home too)."""
     from ...ops.services import Services
-    from .adapter import home_path
 
-    if not (home_path() / "config.toml").exists():
-        Services.prepare(home_path())  # a restore: the ledger's genesis comes from the file
+    Services.prepare()  # a restore into a new home: the ledger's genesis comes from the file
     result = call("ledger.import", {"path": local_path(file)}, json=as_json)
     out().print(f"imported {result.transactions} transactions from {result.path}")
 

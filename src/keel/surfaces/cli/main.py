@@ -54,9 +54,9 @@ def demo() -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from ...ops import version
 
-        sys.stdout.write(f"keel {version('keel-os')}\n")
+        sys.stdout.write(f"keel {version()}\n")
         raise typer.Exit(0)
 
 

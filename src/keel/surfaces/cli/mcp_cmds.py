@@ -34,9 +34,7 @@ def mcp(
     from .adapter import session
 
     with session(as_name) as (door, identity):
-        door.services.signer(identity)  # no key, no server: say so before the first call
-        door.services.role_of(identity)
-        serve_stdio(door, identity)
+        serve_stdio(door, door.admit(identity))  # a stranger is told so before serving
 
 
 @mcp_app.command("token")

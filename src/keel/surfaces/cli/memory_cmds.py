@@ -21,6 +21,7 @@ from .adapter import (
     emit,
     local,
     local_path,
+    marked,
     out,
     progress,
     read_text,
@@ -354,7 +355,9 @@ def canon_show(name: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> N
 @episode_app.command("add")
 def episode_add(
     source: SourceArg,
-    agent: Annotated[str, typer.Option(help="The agent whose session this was.")],
+    agent: Annotated[
+        str | None, typer.Option(help="The agent whose session this was (default: --as).")
+    ] = None,
     title: Annotated[str | None, typer.Option(help="A title.")] = None,
     session: Annotated[str | None, typer.Option(help="The tool's own session id.")] = None,
     at: AtOpt = None,
@@ -413,7 +416,7 @@ def daybook(
     if not entries:
         out().print(f"nothing in the daybook for {day or 'today'}")
     for entry in entries:
-        out().print(f"[dim]{local(entry.at)}[/] {entry.text or ''}", markup=True)
+        marked(local(entry.at), "dim", f" {entry.text or ''}")
 
 
 # -- wiki ---------------------------------------------------------------------------------------
@@ -477,7 +480,7 @@ def wiki_show(slug: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> No
     from rich.markdown import Markdown
 
     topic = article.topic or "-"
-    out().print(f"[bold]{article.title}[/] ({article.slug}, topic {topic})", markup=True)
+    marked(article.title, "bold", f" ({article.slug}, topic {topic})")
     out().print(Markdown(article.body or ""))
 
 
@@ -486,7 +489,7 @@ def wiki_index(as_json: JsonFlag = False) -> None:
     """Articles grouped by topic."""
     groups = call("wiki.index", json=as_json)
     for group in groups:
-        out().print(f"[bold]{group.topic}[/]", markup=True)
+        marked(group.topic, "bold")
         for a in group.articles:
             out().print(f"  {a.slug}: {a.title} ({a.sources} sources)")
 
@@ -519,17 +522,15 @@ def wiki_lint(
     else:
         fixed, findings = [], call("wiki.lint", {}, as_name)
         if as_json:
-            from .adapter import emit_data, to_json
-
-            emit_data({"fixed": [], "findings": to_json("wiki.lint", findings)})
+            emit("wiki.lint", findings)
     if not as_json:
         for f in fixed:
-            out().print(f"[green]fixed[/] {f.kind} {f.target}: {f.detail}", markup=True)
+            marked("fixed", "green", f" {f.kind} {f.target}: {f.detail}")
         for f in findings:
             mark = " (fixable)" if f.fixable else ""
-            out().print(f"[red]✗[/] {f.kind} {f.target}: {f.detail}{mark}", markup=True)
+            marked("✗", "red", f" {f.kind} {f.target}: {f.detail}{mark}")
         if not findings:
-            out().print("[green]✓[/] the wiki is clean", markup=True)
+            marked("✓", "green", " the wiki is clean")
     if findings:
         raise typer.Exit(1)
 

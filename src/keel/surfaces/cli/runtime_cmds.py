@@ -17,6 +17,7 @@ from .adapter import (
     emit,
     emit_data,
     local,
+    marked,
     out,
     read_json,
     table,
@@ -32,15 +33,18 @@ def up(
     port: Annotated[
         int | None, typer.Option(help="Port for the HTTP API (default: config).")
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Loopback address to bind (127.0.0.1, localhost or ::1).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run keel: verify the ledger, then the event bus, the scheduler, the HTTP API and MCP,
     in one process. Exit 75 when another daemon runs for this home."""
     from ...ops.daemon import Daemon
     from ...ops.door import Door
     from ...ops.services import Services
-    from ..api.server import serve
+    from ..api.server import check_host, serve
 
+    check_host(host)
     services = Services.open_or_init()
     use_zone(services.timezone())
     daemon = Daemon(services)
@@ -57,9 +61,8 @@ def up(
                 f"({verified.seconds}s)"
             )
         else:
-            out().print(
-                f"[red]keel is read-only[/]: the ledger failed verification: {verified.problem}",
-                markup=True,
+            marked(
+                "keel is read-only", "red", f": the ledger failed verification: {verified.problem}"
             )
         port = services.home.port() if port is None else port
         server = serve(Door(services), host=host, port=port)
@@ -90,7 +93,7 @@ def status(as_json: JsonFlag = False) -> None:
     out().print(f"keel is {state}; ledger {data.ledger.transactions} transactions")
     out().print(f"now {local(data.now)} ({data.timezone})")
     if data.read_only:
-        out().print(f"[red]read-only[/]: {data.read_only}", markup=True)
+        marked("read-only", "red", f": {data.read_only}")
     t = table("job", "schedule", "next", "last outcome", "last run")
     for job in data.jobs:
         last = job.last
@@ -105,7 +108,7 @@ def status(as_json: JsonFlag = False) -> None:
     for sub in data.subscriptions:
         out().print(f"subscription {sub.name}: lag {sub.lag}, dead {sub.dead}")
     for f in data.health.open:
-        out().print(f"[red]finding[/] {f.check} {f.subject}: {f.message}", markup=True)
+        marked("finding", "red", f" {f.check} {f.subject}: {f.message}")
 
 
 def doctor(as_json: JsonFlag = False) -> None:
@@ -115,9 +118,9 @@ def doctor(as_json: JsonFlag = False) -> None:
         emit("health.doctor", report)
     elif report.open:
         for f in report.open:
-            out().print(f"[red]✗[/] {f.check} {f.subject}: {f.message}", markup=True)
+            marked("✗", "red", f" {f.check} {f.subject}: {f.message}")
     else:
-        out().print("[green]✓[/] no open findings", markup=True)
+        marked("✓", "green", " no open findings")
     for name, error in report.errors.items():
         sys.stderr.write(f"keel: the {name} check crashed: {error}\n")
     if report.open or report.errors:
@@ -281,7 +284,7 @@ def cadence_run(
     else:
         out().print(f"{run.key}: {run.outcome}")
         if run.artifact:
-            out().print(run.artifact, markup=False)
+            out().print(run.artifact)
     if run.outcome in ("failed", "timed-out", "interrupted"):
         raise typer.Exit(1)
 
@@ -327,7 +330,7 @@ def cadence_run_info(key: str, as_json: JsonFlag = False) -> None:
     run = call("cadence.run_info", {"key": key}, json=as_json)
     _runs_table([run])
     if run.artifact:
-        out().print(run.artifact, markup=False)
+        out().print(run.artifact)
 
 
 @cadence_app.command("sync")

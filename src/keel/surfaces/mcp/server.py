@@ -45,9 +45,10 @@ from mcp.types import (
     Tool,
     ToolAnnotations,
 )
+from starlette.responses import JSONResponse
 
 from ...errors import KeelError, NotFound
-from ...ops import registry
+from ...ops import registry, version
 from ...ops.door import Caller, Door
 
 PATH = "/mcp"
@@ -65,39 +66,37 @@ past. Canon (the operator's rules) is at keel://canon."""
 @dataclass(frozen=True)
 class ToolSpec:
     operation: str
-    read_only: bool
     description: str = ""
 
 
 #: Each tool and the one operation it calls.
 TOOLS: dict[str, ToolSpec] = {
-    "recall": ToolSpec("recall.search", True),
-    "remember": ToolSpec("memory.remember", False),
-    "working_memory": ToolSpec("memory.working", True),
-    "observe": ToolSpec("memory.observe", False),
-    "get_entity": ToolSpec("memory.entity.show", True),
-    "entity_timeline": ToolSpec("memory.entity.timeline", True),
-    "log_decision": ToolSpec("memory.decide", False),
-    "capture": ToolSpec("memory.capture", False),
-    "add_episode": ToolSpec("memory.episode.add", False),
-    "daybook": ToolSpec("memory.daybook.add", False),
+    "recall": ToolSpec("recall.search"),
+    "remember": ToolSpec("memory.remember"),
+    "working_memory": ToolSpec("memory.working"),
+    "observe": ToolSpec("memory.observe"),
+    "get_entity": ToolSpec("memory.entity.show"),
+    "entity_timeline": ToolSpec("memory.entity.timeline"),
+    "log_decision": ToolSpec("memory.decide"),
+    "capture": ToolSpec("memory.capture"),
+    "add_episode": ToolSpec("memory.episode.add"),
+    "daybook": ToolSpec("memory.daybook.add"),
     "add_source": ToolSpec(
         "wiki.source.add",
-        False,
         "Cite it in an article as [[sources/<hash>]] with at least 8 hex digits of the "
         "returned hash.",
     ),
-    "read_article": ToolSpec("wiki.article.show", True),
-    "write_article": ToolSpec("wiki.article.write", False),
+    "read_article": ToolSpec("wiki.article.show"),
+    "write_article": ToolSpec("wiki.article.write"),
     # The operator's own agents may also keep keel: the door refuses these to everyone else.
-    "write_canon": ToolSpec("memory.canon.set", False),
-    "status": ToolSpec("status.show", True),
-    "list_jobs": ToolSpec("cadence.list", True),
-    "add_job": ToolSpec("cadence.add", False),
-    "run_job": ToolSpec("cadence.run", False),
-    "get_facts": ToolSpec("ledger.get", True),
-    "history": ToolSpec("ledger.history", True),
-    "transact": ToolSpec("ledger.transact", False),
+    "write_canon": ToolSpec("memory.canon.set"),
+    "status": ToolSpec("status.show"),
+    "list_jobs": ToolSpec("cadence.list"),
+    "add_job": ToolSpec("cadence.add"),
+    "run_job": ToolSpec("cadence.run"),
+    "get_facts": ToolSpec("ledger.get"),
+    "history": ToolSpec("ledger.history"),
+    "transact": ToolSpec("ledger.transact"),
 }
 
 
@@ -127,15 +126,6 @@ RESOURCES: dict[str, ResourceSpec] = {
     ),
 }
 CANON_TEMPLATE = "keel://canon/{name}"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("keel-os")
-    except PackageNotFoundError:
-        return "0"
 
 
 def _json(data: Any) -> str:
@@ -178,7 +168,7 @@ class KeelMcp(MCPServer):
             "keel",
             title="keel memory",
             instructions=INSTRUCTIONS,
-            version=_version(),
+            version=version(),
             log_level="WARNING",
         )
         self.door = door
@@ -215,9 +205,9 @@ class KeelMcp(MCPServer):
                     input_schema=_object_schema(op, "validation"),
                     output_schema=_object_schema(op, "serialization"),
                     annotations=ToolAnnotations(
-                        read_only_hint=spec.read_only,
+                        read_only_hint=not op.writes,
                         destructive_hint=False,
-                        idempotent_hint=spec.read_only,
+                        idempotent_hint=not op.writes,
                         open_world_hint=False,
                     ),
                 )
@@ -418,7 +408,8 @@ class McpHttp:
             path = scope.get("path", "")
             if scope["type"] == "http" and (path == PATH or path.startswith(PATH + "/")):
                 if self._closing is None or self._closing.is_set():
-                    await _refuse(send, 503, "unavailable", "keel is stopping")
+                    stopping = {"error": "keel is stopping", "kind": "unavailable"}
+                    await JSONResponse(stopping, status_code=503)(scope, receive, send)
                 else:
                     # A session belongs to the identity that opened it: the SDK answers a
                     # request for it from anyone else as if it did not exist.
@@ -428,18 +419,3 @@ class McpHttp:
                 await api(scope, receive, send)
 
         return app
-
-
-async def _refuse(send: Callable, status: int, kind: str, message: str) -> None:
-    body = json.dumps({"error": message, "kind": kind}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
