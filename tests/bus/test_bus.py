@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from keel.bus import Bus, EventSource, Position
 from keel.bus.subscriptions import load_cursor
 from keel.ledger import Ledger
@@ -27,15 +28,6 @@ def opener(ledger, target, operator):
         return Ledger.open(target, signer=operator)
 
     return open_ledger
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_events_are_derived_from_transactions(ledger, opener):

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from conftest import wait_for
 from keel.cadence.clock import ManualClock
 from keel.cadence.jobs import (
     get_job,
@@ -71,15 +72,6 @@ def drain(*schedulers: Scheduler, timeout: float = 30.0) -> None:
         while s.futures:
             for fut in list(s.futures):
                 fut.result(max(0.1, deadline - time.monotonic()))
-
-
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class Env:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import wait_for
 from keel.bus import Bus
 from keel.bus.subscriptions import ensure_schema as ensure_bus_schema
 from keel.cadence.clock import ManualClock
@@ -324,13 +325,6 @@ def test_missed_fires_with_the_real_scheduler(led, clock, opener):
 
 
 # -- dead letters ---------------------------------------------------------------------------
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_dead_letters(led, clock, opener):

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..bus import Bus
 from ..cadence import jobs as jobs_mod
@@ -21,7 +22,9 @@ from ..cadence.scheduler import Scheduler, ensure_schema, this_node
 from ..govern.home import Home
 from ..ledger import Ledger
 from ..memory import rules
-from ..memory.recall import Recall
+
+if TYPE_CHECKING:
+    from ..memory.recall import Recall
 
 DEFAULT_CADENCE = """\
 # keel's cadence: recurring jobs. Edit freely; `keel up` and `keel cadence sync` load it.
@@ -108,6 +111,8 @@ class Runtime:
         with self._recall_lock:
             if self._recall is None:
                 embedder = self.home.config().get("recall", {}).get("embedder")
+                from ..memory.recall import Recall
+
                 self._recall = Recall(self.open_ledger(), embedder)
             return self._recall
 

@@ -15,7 +15,6 @@ SuccessfulExit=false restarts on every non-zero one — so the agent runs `keel 
 from __future__ import annotations
 
 import os
-import plistlib
 import re
 import runpy
 import shlex
@@ -120,6 +119,8 @@ def launchd_plist(home: Path, environ: Mapping[str, str]) -> str:
         "StandardOutPath": log,
         "StandardErrorPath": log,
     }
+    import plistlib  # macOS only: not loaded by every command
+
     return plistlib.dumps(agent, sort_keys=False).decode()
 
 

@@ -9,14 +9,15 @@ then does the work itself.
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..daemon.lock import read_holder
 from ..errors import ERRORS, Forbidden, KeelError
 from ..govern.home import Home
+
+if TYPE_CHECKING:
+    import urllib.error
 
 #: Where the daemon's API serves the operations a client process hands over to it.
 ROUTES = {
@@ -34,6 +35,9 @@ def ask(
     holder = read_holder(home.path)
     if not holder or not holder.get("port"):
         return None
+    import urllib.error  # HTTP is loaded only when a daemon is there to be asked
+    import urllib.request
+
     method, path = ROUTES[operation]
     args = dict(arguments or {})
     path = path.format(**{k: urllib.parse.quote(str(args.pop(k)), safe="") for k in _names(path)})

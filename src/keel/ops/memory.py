@@ -27,6 +27,7 @@ from .models import (
     NoArguments,
     OpenOutput,
     Output,
+    SlugWritten,
     ValidAt,
 )
 from .registry import operation
@@ -103,18 +104,12 @@ class EntityAddIn(Input):
     source: Annotated[str | None, Field(max_length=4096)] = None
 
 
-class EntityWritten(Output):
-    id: str
-    slug: str
-    tx: int | None = Field(description="The transaction, or null when it already said that.")
-
-
 @operation("memory.entity.add", capability="memory.write", writes=True)
-def entity_add(call: Call, p: EntityAddIn) -> EntityWritten:
+def entity_add(call: Call, p: EntityAddIn) -> SlugWritten:
     """Create an entity or add to it: names, aliases, a summary and facts (facts given here
     are observations too)."""
     fields = p.model_dump()
-    return EntityWritten.model_validate(
+    return SlugWritten.model_validate(
         call.memory.upsert_entity(fields.pop("name"), fields.pop("kind"), **fields)
     )
 

@@ -99,6 +99,14 @@ class Written(Output):
     id: str | None = None
 
 
+class SlugWritten(Output):
+    """A write to an item known by a slug (an entity, an article)."""
+
+    id: str
+    slug: str
+    tx: int | None = Field(description="The transaction, or null when it already said that.")
+
+
 class Run(Output):
     """One fire of a job, with its outcome."""
 

@@ -22,17 +22,24 @@ from pydantic import BaseModel, TypeAdapter
 
 from ..errors import NotFound
 
-#: The modules that define operations; `load()` imports them so the registry is complete.
-MODULES = (
-    "identity",
-    "ledger",
-    "memory",
-    "wiki",
-    "recall",
-    "vault",
-    "cadence",
-    "runtime",
-)
+#: Where each family of operations is defined (the first part of its name). `get` imports
+#: only the module a call needs, so one command does not build every operation's models;
+#: `load()` imports them all.
+MODULES = {
+    "identity": "identity",
+    "ledger": "ledger",
+    "schema": "ledger",
+    "branch": "ledger",
+    "memory": "memory",
+    "wiki": "wiki",
+    "recall": "recall",
+    "vault": "vault",
+    "cadence": "cadence",
+    "status": "runtime",
+    "events": "runtime",
+    "health": "runtime",
+    "service": "runtime",
+}
 
 Capability = str | Callable[[Any], str]
 
@@ -127,13 +134,16 @@ def operation(
 
 def load() -> dict[str, Operation]:
     """Every operation keel offers (importing the modules that define them)."""
-    for module in MODULES:
+    for module in sorted(set(MODULES.values())):
         importlib.import_module(f"{__package__}.{module}")
     return OPERATIONS
 
 
 def get(name: str) -> Operation:
-    load()
+    if name not in OPERATIONS:
+        module = MODULES.get(name.partition(".")[0])
+        if module is not None:
+            importlib.import_module(f"{__package__}.{module}")
     try:
         return OPERATIONS[name]
     except KeyError:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cadence.clock import clock_from_env
 from ..daemon.runtime import Runtime
@@ -25,8 +25,11 @@ from ..govern.home import init as init_home
 from ..health import checks
 from ..ledger import Ledger, PendingTx, Signer
 from ..ledger.ledger import identity_entity
-from ..memory import Recall, rules
+from ..memory import rules
 from . import schemas
+
+if TYPE_CHECKING:
+    from ..memory.recall import Recall
 
 #: The findings a read-only ledger still takes: the ones that say it is damaged.
 INTEGRITY_FINDINGS = "finding:integrity:"
@@ -165,6 +168,8 @@ class Services:
         with self._lock:
             if self._recall is None:
                 embedder = self.home.config().get("recall", {}).get("embedder")
+                from ..memory.recall import Recall
+
                 self._recall = Recall(self.open_ledger(), embedder)
             return self._recall
 

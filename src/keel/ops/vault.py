@@ -9,7 +9,6 @@ from typing import Any
 from pydantic import Field
 
 from ..errors import BadInput
-from ..memory import vault
 from .call import Call
 from .models import Input, LocalPath, OpenOutput
 from .registry import operation
@@ -35,6 +34,8 @@ def export(call: Call, p: ExportIn) -> Exported:
     path = call.services.outside_home(p.dir)
     if path.exists() and not path.is_dir():
         raise BadInput(f"{path} is a file, not a folder to export a vault into")
+    from ..memory import vault  # markdown and YAML: loaded when a vault is used
+
     return Exported.model_validate(vault.export(call.ledger, path, force=p.force))
 
 
@@ -60,5 +61,7 @@ def import_(call: Call, p: ImportIn) -> ImportReport:
     """Record edits made in an exported vault as transactions, merging each field three
     ways; conflicts and refusals are listed, never guessed."""
     path = call.services.outside_home(p.dir)
+    from ..memory import vault
+
     report = vault.import_vault(call.ledger, path, signer=call.signer)
     return ImportReport.model_validate(report)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ..memory.wiki import Wiki
 from .call import Call
-from .models import AsOf, Input, Limit, NoArguments, OpenOutput, Output
+from .models import AsOf, Input, Limit, NoArguments, OpenOutput, Output, SlugWritten
 from .registry import operation
 
 Slug = Annotated[str, Field(min_length=1, max_length=200, description="An article's handle.")]
@@ -72,19 +72,13 @@ class ArticleIn(Input):
     tags: Labels | None = Field(None, description="Replaces the tags; leave out to keep them.")
 
 
-class ArticleWritten(Output):
-    id: str
-    slug: str
-    tx: int | None = Field(description="The transaction, or null when it already said that.")
-
-
 @operation("wiki.article.write", capability="memory.write", writes=True)
-def article_write(call: Call, p: ArticleIn) -> ArticleWritten:
+def article_write(call: Call, p: ArticleIn) -> SlugWritten:
     """Compile an article. Its [[sources/<hash>]] citations must each name one known source;
     the old body stays in history."""
     fields = p.model_dump()
     slug, body = fields.pop("slug"), fields.pop("body")
-    return ArticleWritten.model_validate(_wiki(call).write_article(slug, body, **fields))
+    return SlugWritten.model_validate(_wiki(call).write_article(slug, body, **fields))
 
 
 class ArticleShowIn(Input):

@@ -214,21 +214,23 @@ def log(
 ) -> None:
     """Transactions, oldest first: who signed what, when and why (--json: one JSON object
     per line)."""
-    t = table("tx", "time", "author", "branch", "datoms", "reason")
+    t = None if as_json else table("tx", "time", "author", "branch", "datoms", "reason")
     left, cursor = limit, since
     while left is None or left > 0:  # page by page: a long ledger is never cut short
         size = PAGE if left is None else min(left, PAGE)
         page = call("ledger.log", {"since": cursor, "branch": branch, "limit": size})
-        if as_json:
+        if t is None:
             for entry in to_json("ledger.log", page)["transactions"]:
                 emit_data(entry)
-        for tx in [] if as_json else page.transactions:
-            t.add_row(str(tx.tx), local(tx.time), tx.author, tx.branch, str(tx.datoms), tx.reason)
+        else:
+            for tx in page.transactions:
+                row = (tx.tx, local(tx.time), tx.author, tx.branch, tx.datoms, tx.reason)
+                t.add_row(*map(str, row))
         if page.next is None:
             break
         cursor = str(page.next)
         left = None if left is None else left - len(page.transactions)
-    if not as_json:
+    if t is not None:
         out().print(t)
 
 
