@@ -119,8 +119,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def check_host(host: str) -> None:
     if host not in LOOPBACK:
         raise BadInput(
-            f"keel serves on this machine only ({', '.join(LOOPBACK)}), not {host!r}; "
-            "reach it from elsewhere through a tunnel such as ssh -L"
+            f"the address must be loopback ({', '.join(LOOPBACK)}), not {host!r}: keel "
+            "serves this machine only (reach it from elsewhere through a tunnel, ssh -L)"
         )
 
 
