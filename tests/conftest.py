@@ -37,6 +37,30 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:
     return False
 
 
+def sh(script: str) -> str:
+    """A command job's `run` that asks for a shell, as a job must when it wants one."""
+    import shlex
+
+    return f"/bin/sh -c {shlex.quote(script)}"
+
+
+def govern(run, home, addition: str) -> None:
+    """Add `addition` (TOML) to the home's governance file and sign it as the operator."""
+    path = home.path / "canon" / "governance.toml"
+    path.write_text(path.read_text() + "\n" + addition + "\n")
+    run("governance.sign")
+
+
+def client_may(op) -> bool:
+    """Whether the default governance file lets a client (an MCP agent, a script) use any
+    of operation `op`'s capabilities."""
+    from keel.govern.governance import default_text
+    from keel.govern.policy import Policy
+
+    policy = Policy.parse(default_text("operator"), "operator")
+    return any(policy.decide("client", "operator", c).allowed for c in op.capabilities)
+
+
 def _pg_available() -> bool:
     global _pg_error
     try:
@@ -188,8 +212,15 @@ def run(keel_home, door):
 
 @pytest.fixture
 def head(services):
-    """The number of the ledger's newest transaction, read when called."""
-    return lambda: services.ledger().head().id
+    """The number of the ledger's newest transaction that is not evidence of a refusal
+    (a refused call writes nothing but that), read when called."""
+    return lambda: newest_act(services.ledger())
+
+
+def newest_act(ledger) -> int:
+    """The newest transaction that is not a denial record."""
+    acts = [e["tx"] for e in ledger.log() if not e["reason"].startswith("refused ")]
+    return acts[-1] if acts else 0
 
 
 @pytest.fixture

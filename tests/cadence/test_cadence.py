@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import wait_for
+from conftest import sh, wait_for
 from keel.cadence.clock import ManualClock
 from keel.cadence.jobs import (
     get_job,
@@ -462,15 +462,38 @@ def test_at_job_fires_once_and_never_again(env):
 # -- runs --------------------------------------------------------------------------------------
 
 
+def test_a_command_is_argv_never_shell_text(env, tmp_path):
+    """Shell syntax in a command is plain arguments: `;`, `>` and `$(...)` do nothing; the
+    program is fixed by absolute path when the job is declared."""
+    marker = tmp_path / "pwned"
+    env.at("2026-02-02T00:30:00Z")
+    spec = env.add(name="plain", schedule="every 1h", run=f"echo a; touch {marker} > $(id)")
+    assert spec.run.startswith("/") and spec.run.split()[0].endswith("/echo")
+    with pytest.raises(BadInput, match="no program 'no-such-program-x'"):
+        env.add(name="nope", schedule="every 1h", run="no-such-program-x --flag")
+    with pytest.raises(BadInput, match="cannot be split"):
+        env.add(name="quote", schedule="every 1h", run="echo 'unclosed")
+    s = env.scheduler()
+    s.tick(env.ledger)
+    env.at("2026-02-02T01:00:00Z")
+    s.tick(env.ledger)
+    drain(s)
+    (run,) = env.runs("plain")
+    assert run["keel.run/outcome"] == "ok"
+    assert run["keel.run/artifact"] == f"a; touch {marker} > $(id)\n".encode()
+    assert not marker.exists()
+
+
 def test_run_outcomes(env):
     env.at("2026-02-02T00:30:00Z")
-    env.add(name="hello", schedule="every 1h", run="echo hello $KEEL_JOB; echo oops >&2")
-    env.add(name="broken", schedule="every 1h", run="echo partial; exit 3")
+    env.add(name="hello", schedule="every 1h", run=sh("echo hello $KEEL_JOB; echo oops >&2"))
+    env.add(name="broken", schedule="every 1h", run=sh("echo partial; exit 3"))
     env.add(name="slow", schedule="every 1h", run="sleep 5", timeout=1)
     env.add(name="probe", schedule="every 1h", kind="probe", run="ok")
     env.add(name="ledgerprobe", schedule="every 1h", kind="probe", run="ledger")
     env.add(name="noprobe", schedule="every 1h", kind="probe", run="no-such-probe")
-    env.add(name="empty", schedule="every 1h", run="")
+    with pytest.raises(BadInput, match="the command is empty"):
+        env.add(name="empty", schedule="every 1h", run="")
     s = env.scheduler()
     s.tick(env.ledger)
     env.at("2026-02-02T01:00:00Z")
@@ -517,9 +540,6 @@ def test_run_outcomes(env):
     assert noprobe["keel.run/outcome"] == "failed"
     assert "unknown probe 'no-such-probe'" in noprobe["keel.run/error"]
     assert all(name in noprobe["keel.run/error"] for name in PROBES)
-
-    empty = one("empty")
-    assert empty["keel.run/outcome"] == "failed" and "no command" in empty["keel.run/error"]
 
     # On demand: trigger `manual`, its own run.
     key, fut = s.run_now(env.ledger, "hello")
@@ -683,7 +703,7 @@ def test_overlap_skip(env):
 
 def test_overlap_queue(env):
     env.at("2026-02-02T00:00:30Z")
-    env.add(name="long", schedule="every 1m", run="sleep 1; echo done", overlap="queue")
+    env.add(name="long", schedule="every 1m", run=sh("sleep 1; echo done"), overlap="queue")
     s = env.scheduler()
     s.tick(env.ledger)
     env.at("2026-02-02T00:01:00Z")
@@ -724,7 +744,7 @@ def test_overlap_allow(env):
 
 def test_retries_with_backoff(env):
     env.at("2026-02-02T00:00:00Z")
-    env.add(name="flaky", schedule="every 1d", run="echo no; exit 1", retries=2, backoff="1m")
+    env.add(name="flaky", schedule="every 1d", run=sh("echo no; exit 1"), retries=2, backoff="1m")
     s = env.scheduler()
     s.tick(env.ledger)
     fire = utc("2026-02-03T00:00:00Z")
@@ -781,7 +801,7 @@ def test_retry_that_succeeds_stops_retrying(env, tmp_path):
     env.add(
         name="second-time",
         schedule="every 1d",
-        run=f"test -f {marker} || {{ touch {marker}; exit 1; }}",
+        run=sh(f"test -f {marker} || {{ touch {marker}; exit 1; }}"),
         retries=3,
         backoff="10s",
     )
@@ -841,12 +861,12 @@ def test_paused_fires_are_not_run(env):
 
 
 def _exactly_once_jobs(env: Env, log) -> None:
-    env.add(name="ten", schedule="every 10m", run=f"echo ten >> {log}", overlap="allow")
+    env.add(name="ten", schedule="every 10m", run=sh(f"echo ten >> {log}"), overlap="allow")
     env.add(
         name="quarter",
         schedule="*/15 * * * *",
         tz="America/New_York",
-        run=f"echo quarter >> {log}",
+        run=sh(f"echo quarter >> {log}"),
         overlap="allow",
     )
     env.add(name="probe", schedule="every 5m", kind="probe", run="ok", overlap="allow")

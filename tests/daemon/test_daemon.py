@@ -190,7 +190,7 @@ def test_kill_9_during_a_run_marks_it_interrupted_and_retries(home):
 name = "slow"
 schedule = "every 1h"
 kind = "command"
-run = "echo $$ >> {marker}; sleep 30; echo done"
+run = "/bin/sh -c 'echo $$ >> {marker}; sleep 30; echo done'"
 retries = 1
 timeout = "5m"
 """,
@@ -278,7 +278,7 @@ def test_two_daemons_on_one_postgres_ledger_run_each_fire_once(tmp_path, pg_dsn)
 name = "minutely"
 schedule = "every 1m"
 kind = "command"
-run = "echo $KEEL_JOB >> {counter}"
+run = "/bin/sh -c 'echo $KEEL_JOB >> {counter}'"
 """
     write_cadence(first, cadence)
     write_cadence(second, cadence)

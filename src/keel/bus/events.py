@@ -16,7 +16,9 @@ from typing import NamedTuple
 from ..ledger import Ledger, TxRow
 from ..ledger.instants import format_instant
 
-QUIET_NAMESPACES = frozenset({"keel.sub", "keel.dead"})
+#: Bookkeeping that wakes nobody: cursors, dead letters, and the stamp on each call's
+#: transaction (what it is for is told by the facts beside it).
+QUIET_NAMESPACES = frozenset({"keel.sub", "keel.dead", "keel.call"})
 
 
 class Position(NamedTuple):
@@ -93,13 +95,11 @@ def derive(tx: TxRow, touches: Iterable[tuple[str, str]]) -> list[Event]:
     if quiet:
         return []
     events = [Event(tx.id, 0, "tx", tx.time, tx.author, tx.branch, reason=tx.reason)]
-    for n, ((ns, e), attrs) in enumerate(sorted(groups.items()), start=1):
-        if ns not in QUIET_NAMESPACES:
-            events.append(
-                Event(
-                    tx.id, n, ns, tx.time, tx.author, tx.branch, entity=e, attributes=tuple(attrs)
-                )
-            )
+    loud = [(key, attrs) for key, attrs in sorted(groups.items()) if key[0] not in QUIET_NAMESPACES]
+    for n, ((ns, e), attrs) in enumerate(loud, start=1):
+        events.append(
+            Event(tx.id, n, ns, tx.time, tx.author, tx.branch, entity=e, attributes=tuple(attrs))
+        )
     return events
 
 

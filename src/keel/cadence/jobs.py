@@ -11,7 +11,10 @@ later. An explicit `tz` always wins.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -140,7 +143,31 @@ def parse_job(data: object, kinds: set[str] | None = None, default_tz: str = "UT
     spec.parsed_schedule()
     if kinds is not None and spec.kind not in kinds:
         raise BadInput(f"job {spec.name}: unknown kind {spec.kind!r} ({', '.join(sorted(kinds))})")
+    if spec.kind == "command":
+        # What runs is fixed when the job is declared: the program by absolute path.
+        spec = spec.model_copy(update={"run": shlex.join(command_argv(spec.run, spec.name))})
     return spec
+
+
+def command_argv(run: str, job: str = "") -> list[str]:
+    """A command line as the argv it runs — split like a shell splits words, but never
+    given to a shell: `|`, `&&`, `>` and `$(...)` are plain arguments. The program is
+    resolved to an absolute path on PATH. A job that needs a shell names it:
+    `/bin/sh -c '...'` (and a pin must grant that shell)."""
+    what = f"job {job}: " if job else ""
+    try:
+        argv = shlex.split(run)
+    except ValueError as exc:
+        raise BadInput(f"{what}the command cannot be split into words ({exc})") from None
+    if not argv:
+        raise BadInput(f"{what}the command is empty")
+    program = argv[0]
+    if not os.path.isabs(program):
+        found = shutil.which(program)
+        if found is None:
+            raise BadInput(f"{what}there is no program {program!r} on PATH (give its full path)")
+        program = os.path.abspath(found)
+    return [program, *argv[1:]]
 
 
 def job_entity(name: str) -> str:

@@ -1,6 +1,7 @@
 """What a job runs. Kinds are pluggable: later subsystems add briefs, sweeps, agent tasks.
 
-`command` runs a shell command with a timeout (stdout and stderr become the artifact);
+`command` runs a program with its arguments — never through a shell — with a timeout
+(stdout and stderr become the artifact);
 `probe` runs a named cheap, deterministic check that costs nothing. Probes, like kinds,
 are registered by whoever composes the daemon (e.g. health registers `doctor`).
 """
@@ -16,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..ledger import Ledger
-from .jobs import JobSpec
+from ..ledger import BadInput, Ledger
+from .jobs import JobSpec, command_argv
 
 
 @dataclass
@@ -42,18 +43,14 @@ Probe = Callable[[RunContext], Outcome]
 
 
 def run_command(spec: JobSpec, ctx: RunContext) -> Outcome:
-    if not spec.run.strip():
-        return Outcome("failed", error="the job has no command to run")
-    proc = subprocess.Popen(
-        spec.run,
-        shell=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=ctx.home,
-        env={**os.environ, "KEEL_JOB": spec.name},
-    )
+    try:
+        argv = command_argv(spec.run)
+    except BadInput as exc:
+        return Outcome("failed", error=str(exc))
+    try:
+        proc = _start(argv, spec, ctx)
+    except OSError as exc:
+        return Outcome("failed", error=f"{argv[0]} could not be started: {exc.strerror or exc}")
     result: list[bytes] = []
     reader = threading.Thread(target=lambda: result.append(proc.stdout.read()), daemon=True)
     reader.start()
@@ -80,6 +77,19 @@ def run_command(spec: JobSpec, ctx: RunContext) -> Outcome:
     if code != 0:
         return Outcome("failed", output, f"exit status {code}")
     return Outcome("ok", output)
+
+
+def _start(argv: list[str], spec: JobSpec, ctx: RunContext) -> subprocess.Popen:
+    """The command as its own process group, with no shell between keel and it."""
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=ctx.home,
+        env={**os.environ, "KEEL_JOB": spec.name},
+    )
 
 
 def _wait(proc: subprocess.Popen, seconds: float) -> bool:

@@ -51,7 +51,7 @@ def local_zone() -> str:
     return "UTC"
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     """Create `path` readable by its owner only (mode 0600), whatever the umask."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -154,7 +154,7 @@ class Home:
         if problem is None:
             path.unlink(missing_ok=True)
             return
-        _write_private(path, json.dumps({"problem": problem, "first_bad": first_bad}) + "\n")
+        write_private(path, json.dumps({"problem": problem, "first_bad": first_bad}) + "\n")
 
     def secure(self) -> None:
         """The home is the operator's alone: folders 0700, files 0600 (keys, token,
@@ -190,6 +190,14 @@ class Home:
         if not isinstance(key, Ed25519PrivateKey):
             raise KeelError(f"{path} is not an Ed25519 key")
         return Signer(name, key)
+
+    def forget_identity(self, name: str) -> None:
+        """Delete `name`'s private key and client token from the home (after revocation:
+        nothing here can act as it again)."""
+        if not _NAME.match(name) or name == self.operator:
+            raise BadInput(f"{name!r} cannot be removed from this home")
+        self.key_path(name).unlink(missing_ok=True)
+        (self.path / "tokens" / name).unlink(missing_ok=True)
 
     def new_key(self, name: str) -> Signer:
         """Create a private key file readable by its owner only (mode 0600)."""
@@ -231,10 +239,10 @@ def prepare_home(home: Home) -> bool:
     if not home.config_path.exists():
         # A new home keeps time the way this machine does.
         config = {**DEFAULT_CONFIG, "timezone": local_zone()}
-        _write_private(home.config_path, tomli_w.dumps(config))
+        write_private(home.config_path, tomli_w.dumps(config))
         created = True
     if not home.token_path.exists():
-        _write_private(home.token_path, secrets.token_urlsafe(32) + "\n")
+        write_private(home.token_path, secrets.token_urlsafe(32) + "\n")
         created = True
     home.secure()
     return created

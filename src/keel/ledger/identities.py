@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import fold
-from .errors import BadInput, Refused
+from .errors import BadInput, NotFound, Refused
 from .stores.rows import Fact
 from .transactions import Datom
 
@@ -67,8 +67,22 @@ def check_genesis(datoms: list[Datom], signer: Signer) -> None:
         )
 
 
+def revocation_ops(view: View, name: str) -> list[dict]:
+    """The facts that revoke every key of `name`: its later writes are refused; what it
+    signed before still verifies (a transaction is checked against the keys registered
+    when it was written)."""
+    e = identity_entity(check_name(name))
+    current = view.get(e)
+    if not current:
+        raise NotFound(f"{name!r} is not an identity registered in this ledger")
+    keys = current.get("keel.identity/key", [])
+    if not keys:
+        raise BadInput(f"{name!r} is already revoked")
+    return [{"op": "retract", "e": e, "a": "keel.identity/key", "v": k} for k in keys]
+
+
 def listing(view: View) -> list[dict]:
-    """Every registered identity with its role and keys (hex)."""
+    """Every registered identity with its role and keys (hex); a revoked one has none."""
     out = []
     for e in view.find("keel.identity/name"):
         ent = view.get(e) or {}

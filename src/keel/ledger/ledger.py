@@ -36,6 +36,7 @@ from .identities import (
     check_genesis,
     identity_entity,
     registration_ops,
+    revocation_ops,
 )
 from .identities import check_name as check_identity_name
 from .identities import listing as identity_listing
@@ -55,7 +56,7 @@ from .schema import (
 )
 from .signing import Signer
 from .stores import Store, open_store
-from .stores.rows import Fact, Head, TxRow
+from .stores.rows import DatomRow, Fact, Head, TxRow
 from .transactions import Datom, Guard, PendingTx, TxResult, seal
 from .verify import Report, verify_store
 from .view import View
@@ -93,6 +94,9 @@ class Ledger:
         self.signer = signer
         self.clock = clock
         self.default_tz = default_tz
+        #: Ops added to each transaction this connection commits (not replays), given its
+        #: number: how a caller marks what its writes were for (governance's evidence).
+        self.stamp: Callable[[int], list[dict]] | None = None
         self._guards: list[Guard] = []
         self._listeners: list[Callable[[TxResult], None]] = []
         self._schema: dict[str, Attribute] = dict(BUILTIN)
@@ -303,6 +307,10 @@ class Ledger:
         found = self.store.tx_time(tx)
         return SINCE_ALWAYS if found is None else found
 
+    def decode(self, d: DatomRow) -> Any:
+        """A stored datom's value (None when it has none)."""
+        return self._decode(d.v, d.vtype, d.big)
+
     def _decode(self, v: bytes | None, tag: int, big: int) -> Any:
         if v is None:
             return None
@@ -407,6 +415,8 @@ class Ledger:
             ops = build(view)
             if not ops:
                 return None
+            if self.stamp is not None and not replay:
+                ops = [*ops, *self.stamp(seq)]
             new_attrs, declared_ops = self._declaration_ops(wanted)
             if declared_ops and b.id != 0:
                 raise SchemaError("declare attributes on main, not on a branch")
@@ -462,6 +472,21 @@ class Ledger:
 
     def identities(self) -> list[dict]:
         return identity_listing(self.view())
+
+    def revoke_identity(self, name: str, signer: Signer | None = None) -> TxResult:
+        """Retract every key of `name` in one transaction (see `revocation_ops`)."""
+        result = self._commit(
+            lambda view: revocation_ops(view, name),
+            reason=f"revoke identity {name}",
+            signer=signer,
+            system=True,
+        )
+        assert result is not None
+        return result
+
+    def last_tx_of(self, author: str) -> TxRow | None:
+        """The newest transaction `author` signed, if any."""
+        return self.store.last_tx_of(author)
 
     def restore(
         self, e: str, to: int | str, branch: str = MAIN, signer: Signer | None = None

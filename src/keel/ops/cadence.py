@@ -99,10 +99,14 @@ class JobIn(Input):
         "'at 2026-12-01T09:00'."
     )
     kind: Annotated[str, Field(max_length=80)] = Field(
-        "command", description="command (a shell command) or probe (a named cheap check)."
+        "command",
+        description="command (a program and its arguments, run without a shell) or probe "
+        "(a named cheap check).",
     )
     run: Annotated[str, Field(max_length=10_000)] = Field(
-        "", description="The command line, or the probe's name."
+        "",
+        description="The program and its arguments (split into words as a shell would, but "
+        "no shell runs them), or the probe's name.",
     )
     owner: Annotated[str, Field(max_length=64)] = "operator"
     tz: Annotated[str | None, Field(max_length=64)] = Field(
@@ -132,16 +136,25 @@ def _add_capability(p: JobIn) -> str:
     return "cadence.command" if p.kind == "command" else "cadence.write"
 
 
+def _add_resources(p: JobIn, identity: str) -> dict:
+    found: dict[str, list] = {"job_kind": [p.kind]}
+    if p.kind == "command":
+        found["command"] = [jobs_mod.command_argv(p.run, p.name)]
+    return found
+
+
 @operation(
     "cadence.add",
     capability=_add_capability,
     capabilities=("cadence.write", "cadence.command"),
     writes=True,
+    resources=_add_resources,
 )
 def cadence_add(call: Call, p: JobIn) -> JobSaved:
     """Declare a job or change it.
 
-    A command job runs a shell command on keel's machine, so it needs `cadence.command`."""
+    A command job runs a program on keel's machine (never through a shell; its path is
+    fixed when the job is declared), so it needs `cadence.command`."""
     data: dict[str, Any] = p.model_dump(exclude_none=True)
     kinds = set(call.services.local_runtime().kinds)
     # A job keeps its zone when changed without naming one; a new job takes the home's.

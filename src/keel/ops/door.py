@@ -4,19 +4,24 @@ Every surface — the CLI, the HTTP API, MCP, the Python facade — calls `Door.
 arguments, caller)`. The door, in this order:
 
 1. finds the operation (an unknown name is `NotFound`);
-2. knows who is calling: the identity must be registered in the ledger (`Unauthorized`);
-3. refuses a caller who holds none of the operation's capabilities (`Forbidden`, naming
-   the capability), before reading its arguments;
-4. validates the raw arguments once, against the operation's input model (`BadInput`, one
+2. knows who is calling: the identity must be registered in the ledger and not revoked
+   (`Unauthorized`);
+3. reads the governance file's verdict: if the file may not be acted on (missing,
+   invalid, unsigned), only the operator gets through, to read and to sign it
+   (`ReadOnly` for everyone else, naming the problem);
+4. refuses a caller whose pins grant none of the operation's capabilities (`Forbidden`,
+   naming the identity and capability), before reading its arguments;
+5. validates the raw arguments once, against the operation's input model (`BadInput`, one
    sentence), refusing text that is not Unicode and data nested too deeply;
-5. checks the exact capability the validated call needs (a command job needs more than a
-   probe);
-6. refuses writes while keel is read-only (its ledger failed verification);
-7. runs the handler.
+6. checks the exact capability the validated call needs and every resource it touches
+   (a memory surface, a job kind, a command's argv, a working-memory scope) against the
+   caller's pins;
+7. refuses writes while keel is read-only (its ledger failed verification, or its
+   governance file may not be acted on);
+8. runs the handler, whose transactions are signed as the caller and stamped with the
+   operation and capability.
 
-Until governance grants capabilities by signed pins, the rule is fixed: the operator may do
-everything; any other identity may read memory, recall, and write the memory surfaces other
-than canon (`CLIENT_CAPABILITIES`).
+Every refusal at 4 or 6 is recorded in the ledger as evidence (`keel audit`).
 """
 
 from __future__ import annotations
@@ -32,10 +37,9 @@ from . import registry
 from .call import Call, Progress
 
 if TYPE_CHECKING:
+    from ..govern.policy import Policy
     from .services import Services
 
-#: What an identity that is not an operator may do until governance says otherwise.
-CLIENT_CAPABILITIES = frozenset({"memory.read", "memory.write", "recall.query"})
 #: How deeply an argument may nest (a transaction's values are JSON).
 MAX_DEPTH = 64
 
@@ -62,24 +66,65 @@ class Door:
         """Run operation `name` for `caller` with raw `arguments`; returns its typed output.
         `progress(done, total)` hears how long work goes on."""
         op = registry.get(name)
-        role = self.services.role_of(caller.identity)
-        operator = role == "operator"
-        if not operator and not CLIENT_CAPABILITIES.intersection(op.capabilities):
-            # Refused whatever the arguments say; name the exact capability if they tell it.
-            try:
-                needed = op.capability_for(validate(op, arguments))
-            except BadInput:
-                needed = " or ".join(op.capabilities)
-            raise _forbidden(op, caller, needed)
+        services = self.services
+        role = services.role_of(caller.identity)
+        verdict = services.verdict()
+        policy = verdict.policy
+        operator = services.home.operator
+        if policy is None:
+            # Fail closed: with no governance to go by, only an operator acts, to read and
+            # to put the file right.
+            if role != "operator":
+                raise ReadOnly(f"keel is read-only: {verdict.problem or 'it has no ledger yet'}")
+            tier = "T0"
+        else:
+            tier = policy.rules_for(caller.identity, operator).tier
+            self._refuse_early(op, arguments, caller, policy)
         params = validate(op, arguments)
         capability = op.capability_for(params)
-        if not operator and capability not in CLIENT_CAPABILITIES:
-            raise _forbidden(op, caller, capability)
+        if policy is not None and tier != "T0":
+            decision = policy.decide(
+                caller.identity, operator, capability, op.resources_for(params, caller.identity)
+            )
+            if not decision.allowed:
+                raise self._deny(op, caller, capability, decision.reason)
         if op.writes:
-            problem = self.services.read_only()
-            if problem:
+            problem = services.read_only()
+            if problem and not (op.repairs and not services.home.integrity_problem()):
                 raise ReadOnly(f"keel is read-only: {problem}")
-        return op.handler(Call(self.services, caller, role, progress), params)
+        call = Call(
+            services,
+            caller,
+            role,
+            progress,
+            operation=op.name,
+            capability=capability,
+            tier=tier,
+            policy=policy,
+        )
+        try:
+            return op.handler(call, params)
+        finally:
+            call.close()
+
+    def _refuse_early(self, op, arguments, caller: Caller, policy: Policy) -> None:
+        """Refuse, before reading a stranger's arguments, an operation none of whose
+        capabilities its pins grant (naming the exact one when the arguments tell it)."""
+        operator = self.services.home.operator
+        decisions = [policy.decide(caller.identity, operator, c) for c in op.capabilities]
+        if any(d.allowed for d in decisions):
+            return
+        try:
+            needed = op.capability_for(validate(op, arguments))
+        except BadInput:
+            needed = " or ".join(op.capabilities)
+        raise self._deny(op, caller, needed, decisions[0].reason)
+
+    def _deny(self, op, caller: Caller, capability: str, reason: str) -> Forbidden:
+        """The refusal, recorded in the ledger as evidence (who, what, where, why)."""
+        message = f"{caller.identity!r} may not {op.name}: it needs {capability!r} and {reason}"
+        self.services.record_denial(caller.identity, op.name, capability, caller.surface, reason)
+        return Forbidden(message, capability, op.name)
 
     def identify(self, token: str | None) -> str:
         """The identity a bearer token belongs to (compared in constant time)."""
@@ -102,15 +147,6 @@ class Door:
     ) -> Any:
         """`call`, with the result as JSON-ready data (what HTTP and MCP send)."""
         return registry.get(name).dump(self.call(name, arguments, caller))
-
-
-def _forbidden(op: registry.Operation, caller: Caller, capability: str) -> Forbidden:
-    return Forbidden(
-        f"{caller.identity!r} may not {op.name}: it needs the capability {capability!r}, "
-        "which only the operator holds",
-        capability,
-        op.name,
-    )
 
 
 def validate(op: registry.Operation, arguments: Mapping[str, Any] | BaseModel | None):

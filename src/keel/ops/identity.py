@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ..errors import Conflict, NotFound
+from ..ledger.instants import format_instant
 from ..ledger.ledger import identity_entity
 from .call import Call
 from .models import Input, NoArguments, Output
@@ -21,13 +22,33 @@ IdentityName = Annotated[
 class Identity(Output):
     name: str
     role: str | None
-    keys: list[str] = Field(description="Its Ed25519 public keys, hex.")
+    keys: list[str] = Field(description="Its Ed25519 public keys, hex (none: revoked).")
+    tier: str | None = Field(None, description="Its governance tier (null: no governance).")
+    pins: list[str] = Field(default_factory=list, description="The pins it holds.")
+    revoked: bool = False
+    last_write: str | None = Field(None, description="When it last signed a transaction.")
 
 
 @operation("identity.list", capability="identity.read", writes=False)
 def identity_list(call: Call, p: NoArguments) -> list[Identity]:
-    """Identities registered in the ledger, with their roles and public keys."""
-    return [Identity.model_validate(i) for i in call.ledger.identities()]
+    """Identities registered in the ledger: role, keys, governance tier and pins, and when
+    each last signed a transaction."""
+    ledger, operator = call.ledger, call.services.home.operator
+    policy = call.policy
+    out = []
+    for found in ledger.identities():
+        rules = policy.rules_for(found["name"], operator) if policy else None
+        last = ledger.last_tx_of(found["name"])
+        out.append(
+            Identity(
+                **found,
+                tier=rules.tier if rules else None,
+                pins=rules.pins if rules else [],
+                revoked=not found["keys"],
+                last_write=format_instant(last.time) if last else None,
+            )
+        )
+    return out
 
 
 class IdentityAddIn(Input):
@@ -52,10 +73,29 @@ def identity_add(call: Call, p: IdentityAddIn) -> Identity:
         if made:  # a key the ledger does not know would only mislead
             home.key_path(p.name).unlink(missing_ok=True)
         raise
-    for found in call.ledger.identities():
-        if found["name"] == p.name:
-            return Identity.model_validate(found)
-    raise NotFound(f"identity {p.name!r} was not registered")
+    return _one(call, p.name)
+
+
+def _one(call: Call, name: str) -> Identity:
+    for found in identity_list(call, NoArguments()):
+        if found.name == name:
+            return found
+    raise NotFound(f"identity {name!r} is not registered")
+
+
+class RevokeIn(Input):
+    name: IdentityName
+
+
+@operation("identity.revoke", capability="identity.manage", writes=True)
+def identity_revoke(call: Call, p: RevokeIn) -> Identity:
+    """Revoke an identity's keys and tokens at once: its later writes and calls are refused;
+    what it signed before still verifies. Its private key and token files are deleted."""
+    if p.name == call.services.home.operator:
+        raise Conflict("the home's operator cannot be revoked (it signs governance)")
+    call.ledger.revoke_identity(p.name, signer=call.signer)
+    call.services.home.forget_identity(p.name)
+    return _one(call, p.name)
 
 
 class TokenIn(Input):

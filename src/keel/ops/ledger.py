@@ -421,4 +421,7 @@ def import_(call: Call, p: PathIn) -> Exchanged:
     path = call.services.outside_home(p.path)
     if not path.is_file():
         raise NotFound(f"there is no file {path}")
-    return Exchanged(path=str(path), transactions=call.ledger.import_file(path))
+    imported = call.ledger.import_file(path)
+    # A home restored from an export gets back the governance file its ledger signed.
+    call.services.governance.restore(call.ledger.view())
+    return Exchanged(path=str(path), transactions=imported)

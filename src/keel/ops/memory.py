@@ -49,6 +49,22 @@ def _items(found: list[dict]) -> list[MemoryItem]:
     return [MemoryItem.model_validate(item) for item in found]
 
 
+def visible(call: Call, found: list[dict]) -> list[dict]:
+    """`found` without the working memory of scopes the caller may not read: an agent's
+    scratch notes are its own (and the operator's), not every other agent's."""
+    if call.tier == "T0":
+        return found
+    return [i for i in found if i.get("surface") != "working" or call.may_see_scope(i.get("scope"))]
+
+
+def _working_resources(p: Any, identity: str) -> dict:
+    return {"surface": ["working"], "scope": [p.scope or identity]}
+
+
+def _surfaces(*names: str) -> dict:
+    return {"surface": list(names)}
+
+
 # -- working memory ---------------------------------------------------------------------------
 class RememberIn(Input):
     text: Text
@@ -68,7 +84,7 @@ class Remembered(Added):
     expires: str
 
 
-@operation("memory.remember", capability="memory.write", writes=True)
+@operation("memory.remember", capability="memory.write", writes=True, resources=_working_resources)
 def remember(call: Call, p: RememberIn) -> Remembered:
     """Keep a note in working memory until it expires (default 24h).
 
@@ -82,10 +98,16 @@ class WorkingIn(Input):
     scope: Annotated[str | None, Field(max_length=200)] = None
 
 
-@operation("memory.working", capability="memory.read", writes=False)
+@operation(
+    "memory.working",
+    capability="memory.read",
+    writes=False,
+    resources=lambda p, who: {"scope": [p.scope or who]},
+)
 def working(call: Call, p: WorkingIn) -> list[MemoryItem]:
-    """Working memory that has not expired (of one scope, or all)."""
-    return _items(call.memory.working(p.scope))
+    """Working memory that has not expired: of one scope, or every scope the caller may
+    read (an agent's own by default; every scope for the operator)."""
+    return _items(visible(call, call.memory.working(p.scope)))
 
 
 # -- entities -----------------------------------------------------------------------------------
@@ -104,7 +126,9 @@ class EntityAddIn(Input):
     source: Annotated[str | None, Field(max_length=4096)] = None
 
 
-@operation("memory.entity.add", capability="memory.write", writes=True)
+@operation(
+    "memory.entity.add", capability="memory.write", writes=True, resources=_surfaces("entity")
+)
 def entity_add(call: Call, p: EntityAddIn) -> SlugWritten:
     """Create an entity or add to it: names, aliases, a summary and facts (facts given here
     are observations too)."""
@@ -189,7 +213,12 @@ class Observed(Added):
     entity: str
 
 
-@operation("memory.observe", capability="memory.write", writes=True)
+@operation(
+    "memory.observe",
+    capability="memory.write",
+    writes=True,
+    resources=_surfaces("observation", "entity"),
+)
 def observe(call: Call, p: ObserveIn) -> Observed:
     """A dated, sourced observation on an entity's timeline, in one transaction.
 
@@ -216,7 +245,9 @@ class KindAdded(Output):
     tx: int | None = Field(description="The transaction, or null when the kind existed.")
 
 
-@operation("memory.entity.add_kind", capability="memory.write", writes=True)
+@operation(
+    "memory.entity.add_kind", capability="memory.write", writes=True, resources=_surfaces("entity")
+)
 def add_kind(call: Call, p: KindIn) -> KindAdded:
     """Add an entity kind."""
     result = call.memory.add_kind(p.name)
@@ -249,7 +280,7 @@ class DecideIn(Input):
     tags: Tags = Field(default_factory=list)
 
 
-@operation("memory.decide", capability="memory.write", writes=True)
+@operation("memory.decide", capability="memory.write", writes=True, resources=_surfaces("decision"))
 def decide(call: Call, p: DecideIn) -> Added:
     """Log a decision: what, why, the alternatives and the evidence."""
     fields = p.model_dump()
@@ -269,7 +300,8 @@ class ItemsIn(Input):
 @operation("memory.items", capability="memory.read", writes=False)
 def items(call: Call, p: ItemsIn) -> list[MemoryItem]:
     """Items of one memory surface, newest first."""
-    return _items(call.memory.items(p.surface, limit=p.limit, as_of=p.as_of, valid_at=p.valid_at))
+    found = call.memory.items(p.surface, limit=p.limit, as_of=p.as_of, valid_at=p.valid_at)
+    return _items(visible(call, found))
 
 
 class DecisionsIn(Input):
@@ -293,7 +325,7 @@ class CanonWritten(Output):
     tx: int | None = Field(description="The transaction, or null when it already said that.")
 
 
-@operation("memory.canon.set", capability="canon.write", writes=True)
+@operation("memory.canon.set", capability="canon.write", writes=True, resources=_surfaces("canon"))
 def canon_set(call: Call, p: CanonSetIn) -> CanonWritten:
     """Write a canon document: a source-of-truth rule only the operator writes."""
     return CanonWritten.model_validate(call.memory.write_canon(p.name, p.text, p.title))
@@ -329,7 +361,9 @@ class EpisodeIn(Input):
     source: Annotated[str | None, Field(max_length=4096)] = None
 
 
-@operation("memory.episode.add", capability="memory.write", writes=True)
+@operation(
+    "memory.episode.add", capability="memory.write", writes=True, resources=_surfaces("episode")
+)
 def episode_add(call: Call, p: EpisodeIn) -> Added:
     """Record an agent's session transcript, valid from when the session happened."""
     fields = p.model_dump()
@@ -343,7 +377,7 @@ class CaptureIn(Input):
     tags: Tags = Field(default_factory=list)
 
 
-@operation("memory.capture", capability="memory.write", writes=True)
+@operation("memory.capture", capability="memory.write", writes=True, resources=_surfaces("capture"))
 def capture(call: Call, p: CaptureIn) -> Added:
     """Quick capture: keep a raw note to sort out later."""
     return Added.model_validate(call.memory.capture(p.text, p.source, p.tags))
@@ -358,7 +392,9 @@ class DaybookAdded(Added):
     day: str
 
 
-@operation("memory.daybook.add", capability="memory.write", writes=True)
+@operation(
+    "memory.daybook.add", capability="memory.write", writes=True, resources=_surfaces("daybook")
+)
 def daybook_add(call: Call, p: DaybookIn) -> DaybookAdded:
     """Add an entry to the daybook, dated in the operator's time zone."""
     return DaybookAdded.model_validate(call.memory.daybook(p.text, p.at))

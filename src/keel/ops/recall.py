@@ -60,9 +60,19 @@ def search(call: Call, p: SearchIn) -> Answer:
 
     Each result carries its provenance (entity, attribute, transaction, author, source,
     valid interval); nothing comes back that was not valid, and known, at the time asked."""
+    # A caller who may not read every working-memory scope asks for more and is shown
+    # only what it may read.
+    k = p.k if call.tier == "T0" else min(p.k * 3, 200)
     found = call.recall().search(
-        p.query, surface=p.surface, as_of=p.as_of, valid_at=p.valid_at, k=p.k
+        p.query, surface=p.surface, as_of=p.as_of, valid_at=p.valid_at, k=k
     )
+    if call.tier != "T0":
+        view = call.ledger.view()
+        found["results"] = [
+            r
+            for r in found["results"]
+            if r["surface"] != "working" or call.may_see_scope(view.value(r["id"], "mem/scope"))
+        ][: p.k]
     return Answer.model_validate(found)
 
 

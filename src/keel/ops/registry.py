@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +39,14 @@ MODULES = {
     "events": "runtime",
     "health": "runtime",
     "service": "runtime",
+    "governance": "governance",
+    "audit": "governance",
 }
 
 Capability = str | Callable[[Any], str]
+#: What a call touches that pins may restrict: resource kind -> values, from the validated
+#: input and the caller's identity (kinds: `keel.govern.policy.RESOURCE_KINDS`).
+Resources = Mapping[str, Sequence[Any]] | Callable[[Any, str], Mapping[str, Sequence[Any]]]
 
 
 @dataclass(frozen=True)
@@ -59,10 +64,17 @@ class Operation:
     summary: str
     description: str
     tags: tuple[str, ...] = field(default=())
+    resources: Resources = field(default_factory=dict)
+    #: Runs while the governance file is unsigned: it is how keel leaves that state.
+    repairs: bool = False
 
     def capability_for(self, params: BaseModel) -> str:
         """The capability this call needs, given its validated input."""
         return self.capability(params) if callable(self.capability) else self.capability
+
+    def resources_for(self, params: BaseModel, identity: str) -> Mapping[str, Sequence[Any]]:
+        """What this call touches that a pin may restrict."""
+        return self.resources(params, identity) if callable(self.resources) else self.resources
 
     @property
     def output_adapter(self) -> TypeAdapter:
@@ -92,12 +104,17 @@ def operation(
     capability: Capability,
     writes: bool,
     capabilities: Iterable[str] = (),
+    resources: Resources | None = None,
+    repairs: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Register `handler(call, params) -> result` as the operation `name`.
 
     `capability` is a string, or a function of the validated input for operations whose
     capability depends on what is asked (a command job needs more than a probe); then
-    `capabilities` lists every value it can return.
+    `capabilities` lists every value it can return. `resources` says what the call
+    touches that a pin may restrict (a memory surface, a job kind, a command's argv, a
+    working-memory scope): a mapping, or a function of the validated input and the
+    caller's identity.
     """
 
     def register(handler: Callable) -> Callable:
@@ -126,6 +143,8 @@ def operation(
             summary=" ".join(summary.split()),
             description=description.strip(),
             tags=(name.split(".")[0],),
+            resources=resources if resources is not None else {},
+            repairs=repairs,
         )
         return handler
 

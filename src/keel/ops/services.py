@@ -12,6 +12,7 @@ Constructing services writes nothing. keel's own attributes are declared once, b
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..cadence.clock import clock_from_env
 from ..daemon.runtime import Runtime
-from ..errors import BadInput, ReadOnly, Unauthorized
+from ..errors import BadInput, KeelError, ReadOnly, Unauthorized
+from ..govern import audit, governance
+from ..govern.governance import Governance, Verdict
 from ..govern.home import Home, home_dir, prepare_home
 from ..govern.home import init as init_home
 from ..health import checks
@@ -31,8 +34,9 @@ from . import schemas
 if TYPE_CHECKING:
     from ..memory.recall import Recall
 
-#: The findings a read-only ledger still takes: the ones that say it is damaged.
-INTEGRITY_FINDINGS = "finding:integrity:"
+#: What a read-only ledger still takes: evidence (health findings, refusals, the stamp
+#: on each call's transaction).
+EVIDENCE = ("finding:", "denial:", "call:")
 
 
 def build_runtime(services: Services) -> Runtime:
@@ -55,6 +59,7 @@ class Services:
         self._local_runtime: Runtime | None = None
         #: The daemon's samples of its bus lag (health's lag check reads them).
         self.lag_watch: checks.LagWatch | None = None
+        self.governance = Governance(home.path, lambda: home.operator)
         self._schema_checked = False
 
     @classmethod
@@ -72,10 +77,9 @@ class Services:
         home, created = init_home(Path(path).expanduser() if path else None)
         services = cls(home)
         services._schema_checked = True
-        if services.read_only():
+        if home.integrity_problem():
             return services, created  # a damaged ledger is not written to
-        with services.open_ledger() as ledger:
-            created = schemas.declare(ledger) or created
+        created = services._bootstrap() or created
         # The default cadence (a daily probe, an hourly doctor sweep) from the first day.
         created = bool(services.local_runtime().prepare()) or created
         return services, created
@@ -104,17 +108,46 @@ class Services:
         rules.install(ledger)
         if not self._schema_checked:
             self._schema_checked = True
-            if not self.read_only():
-                schemas.declare(ledger)  # a home made by an older keel
+            if not self.home.integrity_problem():
+                self._bootstrap()  # a home made by an older keel
         return ledger
+
+    def _bootstrap(self) -> bool:
+        """Declare keel's attributes, and give a home that never had governance the
+        default file signed by its operator (the operator keeps everything; every other
+        identity gets the default client pins). Keel does this itself, at init or on the
+        first open after an upgrade, on a connection of its own: the write guards, which
+        need governance to judge by, cannot be the ones to let it in. A home that once
+        had a signed file is never given a new one (a missing file there is a problem to
+        fix, and keel stays read-only meanwhile). Returns whether anything was written."""
+        with self.home.ledger(clock=self.clock.now) as ledger:
+            if ledger.signer is None:
+                return False
+            wrote = schemas.declare(ledger)
+            if governance.accepted(ledger.view()) is not None:
+                return wrote
+            text = self.governance.write_default(self.home.operator)
+            if text is None:
+                return wrote  # the operator wrote their own: they sign it themselves
+            ops = governance.sign_ops(text, ledger.signer)
+            ledger.transact(ops, "sign the governance file")
+        self.governance.forget()
+        return True
 
     def _refuse_while_read_only(self, tx: PendingTx) -> None:
         """The read-only mark holds below the door too (the scheduler, the bus, a
-        library caller): nothing but the finding that reports the damage is written on
-        top of a ledger that failed verification."""
-        problem = self.read_only()
-        if problem and any(not d.e.startswith(INTEGRITY_FINDINGS) for d in tx.datoms):
-            raise ReadOnly(f"keel is read-only: {problem}")
+        library caller). On top of a ledger that failed verification, or under a
+        governance file that may not be acted on, only evidence is written (findings,
+        denials, the stamps beside them) — and, when only governance is wrong, the
+        operator's signature that puts it right."""
+        damaged = self.home.integrity_problem()
+        problem = damaged or self.governance.verdict(lambda: tx.view).problem
+        if not problem:
+            return
+        touched = {d.e for d in tx.datoms if not d.e.startswith(EVIDENCE)}
+        if not touched or (not damaged and touched == {governance.ENTITY}):
+            return
+        raise ReadOnly(f"keel is read-only: {problem}")
 
     def open_ledger(self, as_name: str | None = None) -> Ledger:
         """A new connection of the caller's own (close it)."""
@@ -144,12 +177,26 @@ class Services:
         """The identity's role in the ledger; an identity the ledger does not know may do
         nothing."""
         ledger = self.ledger()
-        role = ledger.view().value(identity_entity(identity), "keel.identity/role")
+        found = ledger.view().get(identity_entity(identity)) or {}
+        role = found.get("keel.identity/role")
         if role is None:
             if identity == self.home.operator and ledger.head().id == 0:
                 return "operator"  # an empty ledger (a restore): its home's operator
             raise Unauthorized(f"{identity!r} is not an identity registered in this ledger")
+        if not found.get("keel.identity/key"):
+            raise Unauthorized(f"{identity!r} was revoked")
         return role
+
+    def record_denial(
+        self, identity: str, operation: str, capability: str, surface: str, reason: str
+    ) -> None:
+        """Keep a refusal as evidence, signed by the operator's key (keel's own record).
+        If it cannot be written the refusal still stands."""
+        ops = audit.denial_ops(identity, operation, capability, surface, reason)
+        with contextlib.suppress(KeelError):
+            self.ledger().transact(
+                ops, f"refused {operation} to {identity}", signer=self.signer(self.home.operator)
+            )
 
     def local_runtime(self) -> Runtime:
         """The daemon's runtime in the daemon; elsewhere one that is never started, for its
@@ -186,9 +233,14 @@ class Services:
         """The operator's time zone (IANA name): how people are shown instants."""
         return self.home.timezone().key
 
+    def verdict(self) -> Verdict:
+        """What the governance file allows now, or why it may not be acted on."""
+        return self.governance.verdict(lambda: self.ledger().view())
+
     def read_only(self) -> str | None:
-        """Why keel refuses writes now, or None: its ledger failed verification."""
-        return self.home.integrity_problem()
+        """Why keel refuses writes now, or None: its ledger failed verification, or its
+        governance file is missing, invalid or unsigned."""
+        return self.home.integrity_problem() or self.verdict().problem
 
     def close(self) -> None:
         with self._lock:

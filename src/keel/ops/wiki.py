@@ -35,7 +35,9 @@ class SourceAdded(Output):
     tx: int | None
 
 
-@operation("wiki.source.add", capability="memory.write", writes=True)
+@operation(
+    "wiki.source.add", capability="memory.write", writes=True, resources={"surface": ["source"]}
+)
 def source_add(call: Call, p: SourceIn) -> SourceAdded:
     """Ingest a raw source. The same text twice is one source (the second time only adds
     topics it did not have)."""
@@ -72,7 +74,9 @@ class ArticleIn(Input):
     tags: Labels | None = Field(None, description="Replaces the tags; leave out to keep them.")
 
 
-@operation("wiki.article.write", capability="memory.write", writes=True)
+@operation(
+    "wiki.article.write", capability="memory.write", writes=True, resources={"surface": ["article"]}
+)
 def article_write(call: Call, p: ArticleIn) -> SlugWritten:
     """Compile an article. Its [[sources/<hash>]] citations must each name one known source;
     the old body stays in history."""
@@ -164,7 +168,9 @@ class FixReport(Output):
     findings: list[LintFinding]
 
 
-@operation("wiki.fix", capability="memory.write", writes=True)
+@operation(
+    "wiki.fix", capability="memory.write", writes=True, resources={"surface": ["article", "source"]}
+)
 def fix(call: Call, p: NoArguments) -> FixReport:
     """Apply the mechanical fixes only (tag and link spellings), then lint again."""
     wiki = _wiki(call)

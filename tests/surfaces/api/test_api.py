@@ -4,6 +4,7 @@ ledger (SQLite and PostgreSQL), every route through the door."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from conftest import newest_act
 from keel.errors import KeelError
 from keel.ops.door import Caller, Door
 from keel.ops.services import Services
@@ -34,8 +36,7 @@ class Api:
     client: httpx.Client
 
     def head(self) -> int:
-        head = self.services.ledger().store.head()
-        return head[0] if head else 0
+        return newest_act(self.services.ledger())
 
     def transact(self, ops: list[dict], client: httpx.Client | None = None) -> dict:
         r = (client or self.client).post(f"{API}/transact", json={"ops": ops})
@@ -329,7 +330,14 @@ def test_a_client_token_reaches_memory_only(api):
         if capability:
             assert err["capability"] == capability, err
         assert "scout" in err["error"] and err["capability"] in err["error"]
-    assert api.head() == head
+    # Nothing was written but the evidence: one denial each, naming who and what.
+    trail = api.client.get(f"{API}/audit", params={"since": head}).json()
+    assert [(e["kind"], e["identity"], e["surface"]) for e in trail] == [
+        ("denial", "scout", "http")
+    ] * 12
+    assert {e["capability"] for e in trail} >= {"cadence.command", "canon.write", "vault.import"}
+    assert api.client.get(f"{API}/audit", params={"who": "scout"}).json() == trail
+    head = api.head()
     # The memory rules hold on the operator's raw path too: no text past 4 MiB.
     big = {
         "ops": [
@@ -353,7 +361,8 @@ def test_jobs_and_runs(api):
     names = [j["name"] for j in c.get(jobs).json()]
     assert "hello" in names and "probe.daily" in names
     job = c.get(f"{jobs}/hello").json()
-    assert job["spec"]["run"] == "echo hi-there" and job["paused"] is False
+    # The program is fixed by absolute path when the job is declared.
+    assert job["spec"]["run"] == f"{shutil.which('echo')} hi-there" and job["paused"] is False
     assert job["next"] and job["runs"] == []
 
     run = c.post(f"{jobs}/hello/run", json={"wait": 20}).json()

@@ -52,8 +52,8 @@ def terminal(monkeypatch):
 def test_every_surface_round_trips(keel_home, cli, run, tmp_path):
     run("identity.add", name="claude-code")
     work = ok(
-        cli("remember", "scratch note", "--scope", "run-1", "--ttl", "2h", "--as", "claude-code",
-            "--json")
+        cli("remember", "scratch note", "--scope", "claude-code/run-1", "--ttl", "2h",
+            "--as", "claude-code", "--json")
     ).json()  # fmt: skip
     assert work["id"] and work["tx"] and work["expires"].endswith("Z")
     # Without --scope a note belongs to whoever wrote it (new with the door).
@@ -89,8 +89,9 @@ def test_every_surface_round_trips(keel_home, cli, run, tmp_path):
     def read(*args: str):
         return ok(cli(*args, "--json")).json()
 
-    working = read("working", "--scope", "run-1")
-    assert [w["text"] for w in working] == ["scratch note"] and working[0]["scope"] == "run-1"
+    working = read("working", "--scope", "claude-code/run-1")
+    assert [w["text"] for w in working] == ["scratch note"]
+    assert working[0]["scope"] == "claude-code/run-1"
     assert [w["id"] for w in read("working", "--scope", "claude-code")] == [mine["id"]]
     history = read("history", work["id"])
     assert {h["author"] for h in history} == {"claude-code"}
@@ -185,10 +186,10 @@ def test_recall_respects_valid_time_and_reindex(keel_home, cli, run, monkeypatch
 def test_canon_is_operators_only_and_mistakes_write_nothing(keel_home, cli, run, head, tmp_path):
     run("identity.add", name="claude-code")
     before = head()
-    # The door refuses it now (exit 4, `forbidden`, naming the capability), before any
-    # guard runs; the sentence still says only the operator may.
+    # The door refuses it (exit 4, `forbidden`, naming the capability), before any guard
+    # runs: the default pins do not grant canon.
     line = refused(cli("canon", "set", "style", "-", "--as", "claude-code", input="Rule."), 4)
-    assert "only the operator" in line and "canon.write" in line
+    assert "no pin grants it" in line and "canon.write" in line
     bad = [
         (("entity", "add", ""), 2),
         (("entity", "add", "Bob", "--kind", "spaceship"), 2),

@@ -8,14 +8,12 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
-import pytest
-
-from conftest import sqlite_only
+from conftest import sh, sqlite_only
 
 # What these commands do with the store is tested on both stores below them (operations,
 # subsystems) and through the surfaces (tests/surfaces/test_through_the_door.py, api, mcp).
@@ -36,11 +34,6 @@ def one_clear_line(result) -> str:
     return err[0]
 
 
-@pytest.fixture
-def head(services) -> Callable[[], int]:
-    return lambda: services.ledger().head().id
-
-
 def test_cadence_commands_end_to_end(keel_home, cli):
     made = ok(
         cli("cadence", "add", "hello", "--schedule", "every 30m", "--command",
@@ -55,7 +48,8 @@ def test_cadence_commands_end_to_end(keel_home, cli):
     assert job["spec"]["schedule"] == "every 30m" and job["spec"]["retries"] == 1 and job["next"]
     assert {"probe.daily", "doctor.sweep"} <= {j["name"] for j in listed}  # made by init
     shown = ok(cli("cadence", "show", "hello", "--json")).json()
-    assert shown["spec"]["run"] == "echo hello there" and shown["spec"]["kind"] == "command"
+    assert shown["spec"]["run"] == f"{shutil.which('echo')} hello there"
+    assert shown["spec"]["kind"] == "command"
     assert shown["paused"] is False and shown["runs"] == []
     ran = ok(cli("cadence", "run", "hello", "--json")).json()
     assert ran["outcome"] == "ok" and ran["trigger"] == "manual" and ran["job"] == "hello"
@@ -74,7 +68,7 @@ def test_cadence_commands_end_to_end(keel_home, cli):
     info = ok(cli("cadence", "run-info", ran["key"], "--json")).json()
     assert info == ran
     # A failing job exits 1 and records the failure.
-    ok(cli("cadence", "add", "broken", "--schedule", "every 1h", "--command", "exit 7"))
+    ok(cli("cadence", "add", "broken", "--schedule", "every 1h", "--command", sh("exit 7")))
     failed = cli("cadence", "run", "broken", "--json")
     assert failed.code == 1
     assert failed.json()["error"] == "exit status 7" and failed.json()["outcome"] == "failed"

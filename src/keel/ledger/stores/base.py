@@ -152,6 +152,12 @@ class Store:
             args += list(branches)
         return named(TxRow, self.fetchall(sql + " ORDER BY id", args))
 
+    def last_tx_of(self, author: str) -> TxRow | None:
+        """The newest transaction `author` signed (None: it never signed one)."""
+        sql = f"SELECT {TX_COLUMNS} FROM txs WHERE author = ? ORDER BY id DESC LIMIT 1"
+        rows = named(TxRow, self.fetchall(sql, [author]))
+        return rows[0] if rows else None
+
     def tx_time(self, tx: int) -> int | None:
         row = self.fetchone("SELECT time FROM txs WHERE id = ?", [tx])
         return row[0] if row else None

@@ -36,6 +36,14 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/identities", "identity.list"),
     ("POST", "/identities", "identity.add"),
     ("POST", "/identities/{name}/token", "identity.token"),
+    ("POST", "/identities/{name}/revoke", "identity.revoke"),
+    # governance and its evidence
+    ("GET", "/governance", "governance.show"),
+    ("GET", "/governance/diff", "governance.diff"),
+    ("GET", "/governance/check", "governance.check"),
+    ("POST", "/governance/sign", "governance.sign"),
+    ("POST", "/governance/restore", "governance.restore"),
+    ("GET", "/audit", "audit.list"),
     # cadence
     ("GET", "/cadence/jobs", "cadence.list"),
     ("POST", "/cadence/jobs", "cadence.add"),

@@ -56,12 +56,29 @@ def identity_add(
 
 @identity_app.command("list")
 def identity_list(as_json: JsonFlag = False) -> None:
-    """Identities registered in the ledger."""
+    """Identities: role, governance tier and pins, when each last signed, and its key."""
     found = call("identity.list", json=as_json)
-    t = table("name", "role", "public key")
+    t = table("name", "role", "tier", "pins", "last write", "public key")
     for ident in found:
-        t.add_row(ident.name, ident.role or "", ", ".join(ident.keys))
+        key = "revoked" if ident.revoked else ", ".join(k[:16] + "…" for k in ident.keys)
+        pins = ", ".join(ident.pins)
+        t.add_row(
+            ident.name,
+            ident.role or "",
+            ident.tier or "?",
+            pins,
+            local(ident.last_write) or "—",
+            key,
+        )
     out().print(t)
+
+
+@identity_app.command("revoke")
+def identity_revoke(name: str, as_json: JsonFlag = False) -> None:
+    """Revoke an identity's keys and tokens at once: later writes and calls as it are
+    refused; what it signed before still verifies."""
+    call("identity.revoke", {"name": name}, json=as_json)
+    out().print(f"identity {name} revoked: its key and token no longer work")
 
 
 # -- schema ---------------------------------------------------------------------------------

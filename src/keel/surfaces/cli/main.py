@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from . import ledger_cmds, mcp_cmds, memory_cmds, runtime_cmds
+from . import governance_cmds, ledger_cmds, mcp_cmds, memory_cmds, runtime_cmds
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -76,6 +76,7 @@ ledger_cmds.register(app)
 runtime_cmds.register(app)
 memory_cmds.register(app)
 mcp_cmds.register(app)
+governance_cmds.register(app)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -228,7 +228,9 @@ def cadence_add(
     schedule: Annotated[
         str | None, typer.Option(help="Cron line or @daily, 'every 30m' or 'at ...'.")
     ] = None,
-    command: Annotated[str | None, typer.Option(help="A shell command to run.")] = None,
+    command: Annotated[
+        str | None, typer.Option(help="A program and its arguments (run without a shell).")
+    ] = None,
     probe: Annotated[str | None, typer.Option(help="A named probe to run.")] = None,
     tz: Annotated[str | None, typer.Option(help="Time zone (default: the home's).")] = None,
     timeout: Annotated[str, typer.Option(help="e.g. 5m")] = "300s",
