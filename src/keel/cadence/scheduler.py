@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -86,8 +87,12 @@ class Scheduler:
         late_after: float = 60.0,
         grace: float = 10.0,
         tick: float = 1.0,
+        hold: Callable[[], str | None] | None = None,
     ):
         self.open_ledger = open_ledger
+        #: Why nothing may fire now (keel is read-only), or None; fires due meanwhile are
+        #: dealt with by each job's catch-up policy once it returns None.
+        self.hold = hold or (lambda: None)
         self.clock = clock or SystemClock()
         self.node = node or this_node()
         self.kinds = kinds if kinds is not None else KINDS
@@ -141,6 +146,8 @@ class Scheduler:
     # -- the tick -------------------------------------------------------------------------
     def tick(self, ledger: Ledger) -> int | None:
         """Deal with every due fire; returns the soonest next fire (µs), if any."""
+        if self.hold():
+            return None
         now = self.clock.now()
         soonest = None
         for spec, values in load_jobs(ledger).values():

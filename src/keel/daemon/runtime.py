@@ -73,6 +73,7 @@ class Runtime:
         late_after: float = 60.0,
         grace: float = 10.0,
         ledgers: Callable[..., Ledger] | None = None,
+        hold: Callable[[], str | None] | None = None,
     ):
         self.home = home
         self.clock = clock or clock_from_env()
@@ -92,6 +93,7 @@ class Runtime:
             tick=tick,
             late_after=late_after,
             grace=grace,
+            hold=hold,
         )
         self.started_at: float | None = None
         self._recall: Recall | None = None

@@ -381,18 +381,24 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-def examine(ledger: Ledger, now: int | None = None, lag_watch: LagWatch | None = None) -> Report:
+def examine(
+    ledger: Ledger,
+    now: int | None = None,
+    lag_watch: LagWatch | None = None,
+    extra: dict[str, Check] | None = None,
+) -> Report:
     """Run every check on one view of the ledger and record what they found.
 
     A check that crashes is reported in `errors`; its findings are left as they were. The
-    lag check runs only with a `lag_watch` (its samples live in the daemon's memory).
+    lag check runs only with a `lag_watch` (its samples live in the daemon's memory);
+    `extra` adds checks that need more than the ledger (governance's, which reads a file).
     """
     ensure_schema(ledger)
     now = ledger.clock() if now is None else now
     view = ledger.view()
     report = Report(now)
     found: list[Finding] = []
-    runs = dict(CHECKS)
+    runs = {**CHECKS, **(extra or {})}
     if lag_watch is not None:
         runs["lag"] = functools.partial(check_lag, watch=lag_watch)
     for name, check in runs.items():

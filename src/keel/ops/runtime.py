@@ -20,6 +20,7 @@ from .call import Call
 from .models import Finding, Input, Job, Limit, NoArguments, OpenOutput, Output
 from .recall import IndexStatus
 from .registry import operation
+from .services import GOVERNANCE
 
 
 class LedgerInfo(Output):
@@ -184,7 +185,8 @@ def doctor(call: Call, p: NoArguments) -> Doctor:
     services = call.services
     # Lag is sampled in the daemon's memory; elsewhere there is nothing to judge it by.
     watch = services.lag_watch if services.runtime is not None else None
-    report = checks.examine(call.ledger, services.clock.now(), watch)
+    extra = {GOVERNANCE: services.governance_findings}
+    report = checks.examine(call.ledger, services.clock.now(), watch, extra)
     data = report.to_json()
     return Doctor.model_validate({**data, "open": data["open"]})
 

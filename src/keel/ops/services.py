@@ -26,6 +26,7 @@ from ..govern.governance import Governance, Verdict
 from ..govern.home import Home, home_dir, prepare_home
 from ..govern.home import init as init_home
 from ..health import checks
+from ..health.findings import Finding, record
 from ..ledger import Ledger, PendingTx, Signer
 from ..ledger.ledger import identity_entity
 from ..memory import rules
@@ -34,14 +35,19 @@ from . import schemas
 if TYPE_CHECKING:
     from ..memory.recall import Recall
 
+_UNSEEN = object()
+#: The health check that reports a governance file keel may not act on.
+GOVERNANCE = "governance"
 #: What a read-only ledger still takes: evidence (health findings, refusals, the stamp
-#: on each call's transaction).
-EVIDENCE = ("finding:", "denial:", "call:")
+#: on each call's transaction) and the bus's bookkeeping (cursors, dead letters).
+EVIDENCE = ("finding:", "denial:", "call:", "sub:", "dead:")
 
 
 def build_runtime(services: Services) -> Runtime:
     """A runtime over `services`' guarded ledgers, with health's probe and checks."""
-    runtime = Runtime(services.home, clock=services.clock, ledgers=services.open_guarded)
+    runtime = Runtime(
+        services.home, clock=services.clock, ledgers=services.open_guarded, hold=services.hold
+    )
     services.lag_watch = checks.install(runtime)
     return runtime
 
@@ -60,6 +66,7 @@ class Services:
         #: The daemon's samples of its bus lag (health's lag check reads them).
         self.lag_watch: checks.LagWatch | None = None
         self.governance = Governance(home.path, lambda: home.operator)
+        self._held: object = _UNSEEN  # the finding last recorded by `hold`
         self._schema_checked = False
 
     @classmethod
@@ -235,7 +242,30 @@ class Services:
 
     def verdict(self) -> Verdict:
         """What the governance file allows now, or why it may not be acted on."""
-        return self.governance.verdict(lambda: self.ledger().view())
+        ledger = self.ledger()  # opened first: a home from an older keel gets its default
+        return self.governance.verdict(ledger.view)
+
+    def governance_findings(self, view: object = None, now: object = None) -> list[Finding]:
+        """The `governance` health check: an error finding while the file may not be
+        acted on (a damaged ledger has its own, `integrity`)."""
+        if self.home.integrity_problem():
+            return []
+        problem = self.verdict().problem
+        if problem is None:
+            return []
+        return [Finding(GOVERNANCE, "file", f"keel is read-only: {problem}", "error")]
+
+    def hold(self) -> str | None:
+        """Why the scheduler may fire nothing now (keel is read-only), or None. A change in
+        governance's verdict is recorded as its health finding as soon as it is seen."""
+        problem = self.read_only()
+        found = self.governance_findings()
+        key = found[0].message if found else None
+        if key != self._held:
+            self._held = key
+            with contextlib.suppress(KeelError), self.open_guarded() as ledger:
+                record(ledger, found, [GOVERNANCE])
+        return problem
 
     def read_only(self) -> str | None:
         """Why keel refuses writes now, or None: its ledger failed verification, or its
