@@ -84,10 +84,27 @@ class Unauthorized(KeelError):
     kind = "unauthorized"
 
 
-class ReadOnly(KeelError):
-    """keel refuses writes until its ledger verifies again (or governance allows them)."""
+class Pending(KeelError):
+    """Not refused, not done: the call waits for someone else's approval. `approval` is
+    its id, to poll (`keel approvals show ID`); the action runs once, when approved."""
 
     exit_code = 5
+    status = 202
+    kind = "pending"
+
+    def __init__(self, message: str, approval: str):
+        super().__init__(message)
+        self.approval = approval
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "approval": self.approval}
+
+
+class ReadOnly(KeelError):
+    """keel refuses writes until its ledger verifies again and its governance file is
+    signed."""
+
+    exit_code = 6
     status = 503
     kind = "read-only"
 
@@ -109,6 +126,7 @@ ERRORS: tuple[type[KeelError], ...] = (
     Refused,
     Forbidden,
     Unauthorized,
+    Pending,
     ReadOnly,
     Corrupt,
 )

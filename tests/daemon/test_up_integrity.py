@@ -46,7 +46,7 @@ def test_up_on_a_damaged_ledger_is_read_only_and_names_the_bad_transaction(
         assert finding and f"transaction {noted['tx']}" in finding[0]["message"]
         # Writes are refused, with the reason, on every surface; reads still answer.
         refused = cli("capture", "written on top")
-        assert refused.code == 5 and "read-only" in refused.err, refused
+        assert refused.code == 6 and "read-only" in refused.err, refused
         assert f"transaction {noted['tx']}" in refused.err
         assert cli("decisions", "--json").code == 0
         with pytest.raises(Exception) as caught:

@@ -98,7 +98,7 @@ def test_read_only_holds_on_every_surface_and_signing_lifts_it(
     edit(keel_home, "\n# edited, not signed\n")
 
     refused = cli("capture", "from the command line")
-    assert refused.code == 5 and "changed since it was signed" in refused.err
+    assert refused.code == 6 and "changed since it was signed" in refused.err
     r = http.post(f"{API}/memory/capture", json={"text": "over HTTP"})
     assert r.status_code == 503 and r.json()["kind"] == "read-only"
     r = http.get(f"{API}/memory/decisions")  # a client may not even read meanwhile

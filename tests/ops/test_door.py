@@ -127,7 +127,7 @@ def test_read_only_refuses_writes_and_keeps_reads(keel_home, door):
     keel_home.set_integrity_problem("transaction 3 is bad: its contents do not match its hash", 3)
     with pytest.raises(ReadOnly, match="transaction 3 is bad") as caught:
         door.call("memory.capture", {"text": "x"}, me)
-    assert caught.value.exit_code == 5 and caught.value.status == 503
+    assert caught.value.exit_code == 6 and caught.value.status == 503
     assert door.call("memory.working", {}, me) == []
     report = door.call("ledger.verify", {}, me)  # the ledger is fine: the mark is lifted
     assert report.ok and keel_home.integrity_problem() is None

@@ -18,6 +18,7 @@ from ..ledger import Ledger
 
 _C = "keel.call/"
 _D = "keel.denial/"
+_P = "keel.approval/"
 SCHEMA = [
     {"attribute": f"{_C}operation", "type": "string", "doc": "the operation that wrote a tx"},
     {"attribute": f"{_C}capability", "type": "string", "doc": "the capability it used"},
@@ -66,7 +67,7 @@ class Entry:
 
     tx: int
     time: int
-    kind: str  # write, denial (approval and secret-use come with those features)
+    kind: str  # write, denial, approval (a request or a move of one), secret
     identity: str
     outcome: str  # committed, denied, ...
     operation: str = ""
@@ -77,23 +78,43 @@ class Entry:
 
 
 def trail(ledger: Ledger, since: int = 0) -> Iterator[Entry]:
-    """Every write and refusal after transaction `since`, oldest first.
+    """Every write, refusal and approval move after transaction `since`, oldest first.
 
     A write made below the door (a library caller, the scheduler) has no stamp; it is
     listed with its author and reason and an empty operation."""
+    view = ledger.view()
     for record in ledger.tx_range(since):
         tx = record.tx
         stamp: dict[str, str] = {}
         denials: dict[str, dict[str, str]] = {}
+        moves: dict[str, dict[str, object]] = {}
         plain = False
         for d in record.datoms:
             if d.a.startswith(_C):
                 stamp[d.a.removeprefix(_C)] = ledger.decode(d)
             elif d.a.startswith(_D):
                 denials.setdefault(d.e, {})[d.a.removeprefix(_D)] = ledger.decode(d)
+            elif d.a.startswith(_P):
+                moves.setdefault(d.e, {})[d.a.removeprefix(_P)] = ledger.decode(d)
             else:
                 plain = True
-        if plain or stamp:
+        for e, move in moves.items():
+            if "state" in move:
+                for fact in ("operation", "capability", "surface"):  # named at the request
+                    move.setdefault(fact, view.value(e, _P + fact) or "")
+                yield Entry(
+                    tx.id,
+                    tx.time,
+                    "approval",
+                    tx.author,
+                    str(move["state"]),
+                    str(move.get("operation", "")),
+                    str(move.get("capability", "")),
+                    str(move.get("surface", "")),
+                    tx.reason,
+                    {"approval": e.removeprefix("approval:")},
+                )
+        if plain or (stamp and not moves):
             yield Entry(
                 tx.id,
                 tx.time,

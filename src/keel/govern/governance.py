@@ -63,7 +63,7 @@ pins = ["memory-client"]
 tier = "T0"
 
 [pins.memory-client]
-capabilities = ["memory.read", "memory.write", "recall.query"]
+capabilities = ["memory.read", "memory.write", "recall.query", "approval.own.read"]
 surfaces = ["working", "entity", "observation", "source", "article", "decision",
             "episode", "capture", "daybook"]
 

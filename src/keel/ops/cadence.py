@@ -143,12 +143,22 @@ def _add_resources(p: JobIn, identity: str) -> dict:
     return found
 
 
+def _add_basis(call: Call, p: JobIn) -> dict:
+    """The job as it is now (an approved change must find it as it was asked about)."""
+    try:
+        spec = jobs_mod.get_job(call.ledger, p.name)[0].model_dump()
+    except NotFound:
+        spec = None
+    return {f"job {p.name}": spec}
+
+
 @operation(
     "cadence.add",
     capability=_add_capability,
     capabilities=("cadence.write", "cadence.command"),
     writes=True,
     resources=_add_resources,
+    basis=_add_basis,
 )
 def cadence_add(call: Call, p: JobIn) -> JobSaved:
     """Declare a job or change it.

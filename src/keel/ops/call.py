@@ -19,7 +19,7 @@ from ..memory import Memory
 if TYPE_CHECKING:
     from ..govern.policy import Policy
     from ..memory import Recall
-    from .door import Caller
+    from .door import Caller, Door
     from .services import Services
 
 
@@ -40,6 +40,7 @@ class Call:
         tier: str = "T0",
         policy: Policy | None = None,
         approval: str = "",
+        door: Door | None = None,
     ):
         self.services = services
         self.caller = caller
@@ -49,6 +50,8 @@ class Call:
         self.operation, self.capability, self.approval = operation, capability, approval
         #: The caller's governance tier and the policy it was judged by.
         self.tier, self.policy = tier, policy
+        #: The door this call came through (an approved action goes through it again).
+        self.door = door
         self._borrowed: tuple[Ledger, Signer | None, object] | None = None
 
     @property

@@ -18,7 +18,10 @@ arguments, caller)`. The door, in this order:
    caller's pins;
 7. refuses writes while keel is read-only (its ledger failed verification, or its
    governance file may not be acted on);
-8. runs the handler, whose transactions are signed as the caller and stamped with the
+8. holds a call that a governance rule says needs approval: the exact action is recorded
+   as a request (`Pending`, with its id) and runs once, as the caller, when someone else
+   approves it (`keel.ops.approvals`);
+9. runs the handler, whose transactions are signed as the caller and stamped with the
    operation and capability.
 
 Every refusal at 4 or 6 is recorded in the ledger as evidence (`keel audit`).
@@ -32,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BadInput, Forbidden, ReadOnly, Unauthorized
+from ..errors import BadInput, Forbidden, Pending, ReadOnly, Unauthorized
+from ..govern import approvals
+from ..govern.policy import expiry_seconds
 from . import registry
 from .call import Call, Progress
 
@@ -62,9 +67,12 @@ class Door:
         arguments: Mapping[str, Any] | BaseModel | None,
         caller: Caller,
         progress: Progress | None = None,
+        *,
+        approval: str = "",
     ):
         """Run operation `name` for `caller` with raw `arguments`; returns its typed output.
-        `progress(done, total)` hears how long work goes on."""
+        `progress(done, total)` hears how long work goes on. `approval` is set when an
+        approved request runs its action (the approval rule is then already met)."""
         op = registry.get(name)
         services = self.services
         role = services.role_of(caller.identity)
@@ -101,11 +109,44 @@ class Door:
             capability=capability,
             tier=tier,
             policy=policy,
+            approval=approval,
+            door=self,
         )
         try:
+            rule = policy.needs_approval(tier, capability) if policy and not approval else None
+            if rule is not None:
+                raise self._hold_for_approval(call, op, params, rule.why, policy)
             return op.handler(call, params)
         finally:
             call.close()
+
+    def _hold_for_approval(self, call: Call, op, params, why: str, policy: Policy) -> Pending:
+        """Record the exact action as a request for approval, signed by the requester; the
+        caller gets its id at once and the action runs once, when someone else approves."""
+        services = call.services
+        approval_id = approvals.new_id()
+        ledger = services.ledger()
+        expires = ledger.clock() + expiry_seconds(policy.approval_expiry) * 1_000_000
+        ops = approvals.request_ops(
+            approval_id,
+            op.name,
+            params.model_dump(mode="json"),
+            call.identity,
+            call.caller.surface,
+            call.capability,
+            op.basis(call, params) if op.basis else None,
+            why,
+            expires,
+        )
+        ledger.transact(
+            ops, f"request approval for {op.name}", signer=services.signer(call.identity)
+        )
+        reason = f" ({why})" if why else ""
+        return Pending(
+            f"{op.name} waits for approval {approval_id}{reason}: "
+            f"'keel approvals show {approval_id}' says when it is answered",
+            approval_id,
+        )
 
     def _refuse_early(self, op, arguments, caller: Caller, policy: Policy) -> None:
         """Refuse, before reading a stranger's arguments, an operation none of whose

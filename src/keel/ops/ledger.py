@@ -224,7 +224,19 @@ class Declared(Output):
     unchanged: bool
 
 
-@operation("schema.add", capability="schema.write", writes=True)
+def _schema_basis(call: Call, p: SchemaAddIn) -> dict:
+    """The attributes as declared now (an approved change must find them unchanged)."""
+    schema = call.ledger.schema
+    out: dict[str, Any] = {}
+    for d in p.attributes:
+        name = d.get("attribute")
+        if isinstance(name, str):
+            a = schema.get(name)
+            out[name] = None if a is None else [a.type, a.cardinality, a.unique, a.fulltext, a.doc]
+    return out
+
+
+@operation("schema.add", capability="schema.write", writes=True, basis=_schema_basis)
 def schema_add(call: Call, p: SchemaAddIn) -> Declared:
     """Declare attributes (forward-only changes: a type never changes, cardinality widens)."""
     result = call.ledger.declare(p.attributes, signer=call.signer)

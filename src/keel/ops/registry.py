@@ -41,6 +41,7 @@ MODULES = {
     "service": "runtime",
     "governance": "governance",
     "audit": "governance",
+    "approval": "approvals",
 }
 
 Capability = str | Callable[[Any], str]
@@ -67,6 +68,9 @@ class Operation:
     resources: Resources = field(default_factory=dict)
     #: Runs while the governance file is unsigned: it is how keel leaves that state.
     repairs: bool = False
+    #: What the call depends on, as JSON-ready data from (call, validated input): kept
+    #: with a request for approval and compared again before the approved action runs.
+    basis: Callable[[Any, Any], Any] | None = None
 
     def capability_for(self, params: BaseModel) -> str:
         """The capability this call needs, given its validated input."""
@@ -106,6 +110,7 @@ def operation(
     capabilities: Iterable[str] = (),
     resources: Resources | None = None,
     repairs: bool = False,
+    basis: Callable[[Any, Any], Any] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Register `handler(call, params) -> result` as the operation `name`.
 
@@ -145,6 +150,7 @@ def operation(
             tags=(name.split(".")[0],),
             resources=resources if resources is not None else {},
             repairs=repairs,
+            basis=basis,
         )
         return handler
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 from ..bus.subscriptions import SCHEMA as BUS
 from ..cadence.jobs import SCHEMA as JOBS
 from ..cadence.runs import SCHEMA as RUNS
+from ..govern.approvals import SCHEMA as APPROVALS
 from ..govern.audit import SCHEMA as AUDIT
 from ..govern.governance import SCHEMA as GOVERNANCE
 from ..health.findings import SCHEMA as FINDINGS
 from ..ledger import Ledger
 from ..memory.model import DECLARATIONS as MEMORY
 
-ALL = [*MEMORY, *JOBS, *RUNS, *BUS, *FINDINGS, *GOVERNANCE, *AUDIT]
+ALL = [*MEMORY, *JOBS, *RUNS, *BUS, *FINDINGS, *GOVERNANCE, *AUDIT, *APPROVALS]
 
 
 def missing(ledger: Ledger) -> bool:

@@ -481,9 +481,9 @@ def test_verify(keel_home, cli, people, state, store_kind):
     assert as_json.code == 1
     bad = as_json.json()
     assert bad["ok"] is False and bad["first_bad"] == people["first"].tx and bad["problem"]
-    # And keel is read-only until a verify passes: a write is refused with exit 5.
+    # And keel is read-only until a verify passes: a write is refused with exit 6.
     refused = cli("capture", "a note")
-    assert refused.code == 5
+    assert refused.code == 6
     one_clear_line(refused, "read-only", f"transaction {people['first'].tx}")
 
 

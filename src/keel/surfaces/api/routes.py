@@ -44,6 +44,10 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/governance/sign", "governance.sign"),
     ("POST", "/governance/restore", "governance.restore"),
     ("GET", "/audit", "audit.list"),
+    ("GET", "/approvals", "approval.list"),
+    ("GET", "/approvals/{id}", "approval.show"),
+    ("POST", "/approvals/{id}/approve", "approval.approve"),
+    ("POST", "/approvals/{id}/deny", "approval.deny"),
     # cadence
     ("GET", "/cadence/jobs", "cadence.list"),
     ("POST", "/cadence/jobs", "cadence.add"),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Annotated
 
 import typer
 
-from .adapter import JsonFlag, call, emit_data, local, marked, out, table, to_json
+from .adapter import AsOpt, JsonFlag, call, emit_data, local, marked, out, table, to_json
 
 governance_app = typer.Typer(
     no_args_is_help=True,
@@ -81,6 +82,74 @@ def restore(as_json: JsonFlag = False) -> None:
     out().print(f"restored {found.path} as last signed")
 
 
+approvals_app = typer.Typer(
+    no_args_is_help=True,
+    help="Requests for approval: calls a governance rule holds until someone else answers.",
+)
+WhyOpt = Annotated[str | None, typer.Option("--why", help="Your reason, kept with the answer.")]
+
+
+def _show_approval(a) -> None:
+    t = table("id", "state", "operation", "requester", "rule", "expires")
+    t.add_row(a.id, a.state, a.operation, a.requester, a.rule, local(a.expires))
+    out().print(t)
+    if a.error:
+        sys.stderr.write(f"keel: {a.error}\n")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    state: Annotated[str | None, typer.Option(help="pending, approved, denied, ...")] = None,
+    as_name: AsOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Requests, newest first."""
+    found = call("approval.list", {"state": state}, as_name, json=as_json)
+    t = table("id", "state", "operation", "requester", "expires", "decided by")
+    for a in found:
+        t.add_row(a.id, a.state, a.operation, a.requester, local(a.expires), a.decided_by or "—")
+    out().print(t)
+
+
+@approvals_app.command("show")
+def approvals_show(
+    approval: Annotated[str, typer.Argument(metavar="ID")],
+    wait: Annotated[float, typer.Option(min=0, max=300, help="Seconds to wait for an answer.")] = 0,
+    as_name: AsOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """One request: the exact action, its state, and the outcome once it ran."""
+    found = call("approval.show", {"id": approval, "wait": wait}, as_name, json=as_json)
+    _show_approval(found)
+    out().print(json.dumps(found.input, indent=2, ensure_ascii=False))
+
+
+@approvals_app.command("approve")
+def approvals_approve(
+    approval: Annotated[str, typer.Argument(metavar="ID")],
+    why: WhyOpt = None,
+    as_name: AsOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Approve someone else's request: its exact action runs now, once (exit 1 if it
+    failed)."""
+    found = call("approval.approve", {"id": approval, "why": why}, as_name, json=as_json)
+    _show_approval(found)
+    if found.state == "failed":
+        raise typer.Exit(1)
+
+
+@approvals_app.command("deny")
+def approvals_deny(
+    approval: Annotated[str, typer.Argument(metavar="ID")],
+    why: WhyOpt = None,
+    as_name: AsOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Deny someone else's request: its action never runs."""
+    _show_approval(call("approval.deny", {"id": approval, "why": why}, as_name, json=as_json))
+
+
 def audit(
     who: Annotated[str | None, typer.Option("--who", help="One identity.")] = None,
     capability: Annotated[
@@ -111,4 +180,5 @@ def audit(
 
 def register(app: typer.Typer) -> None:
     app.add_typer(governance_app, name="governance")
+    app.add_typer(approvals_app, name="approvals")
     app.command()(audit)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from .adapter import (
+    AsOpt,
     JsonFlag,
     call,
     emit,
@@ -242,9 +243,11 @@ def cadence_add(
     file: Annotated[
         str | None, typer.Option("--file", "-f", help="A JSON job spec, - for stdin.")
     ] = None,
+    as_name: AsOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add or change a job (flags, or a full JSON spec with -f)."""
+    """Add or change a job (flags, or a full JSON spec with -f). A command job asked for by
+    an identity a governance rule holds back waits for approval (exit 5)."""
     from ...errors import BadInput
 
     if file is not None:
@@ -267,7 +270,7 @@ def cadence_add(
         }
     if not isinstance(spec, dict):
         raise BadInput("a job spec is a JSON object")
-    job = call("cadence.add", spec, json=as_json)
+    job = call("cadence.add", spec, as_name, json=as_json)
     out().print(f"job {job.name} {'saved' if job.changed else 'unchanged'}")
 
 

@@ -47,7 +47,7 @@ from mcp.types import (
 )
 from starlette.responses import JSONResponse
 
-from ...errors import KeelError, NotFound
+from ...errors import KeelError, NotFound, Pending
 from ...ops import registry, version
 from ...ops.door import Caller, Door
 
@@ -97,6 +97,11 @@ TOOLS: dict[str, ToolSpec] = {
     "get_facts": ToolSpec("ledger.get"),
     "history": ToolSpec("ledger.history"),
     "transact": ToolSpec("ledger.transact"),
+    # Approvals: a requester asks about its own request; an approver answers others'.
+    "approval": ToolSpec("approval.show"),
+    "approvals": ToolSpec("approval.list"),
+    "approve": ToolSpec("approval.approve"),
+    "deny": ToolSpec("approval.deny"),
 }
 
 
@@ -226,6 +231,15 @@ class KeelMcp(MCPServer):
             return _error(f"there is no tool {name!r} (tools: {', '.join(TOOLS)})")
         try:
             data = await self._call(op.name, arguments or {}, self._caller(context))
+        except Pending as exc:
+            # Not refused and not done: the client is told the id to ask about (the
+            # `approval` tool). It is flagged as an error only so that a client does not
+            # take it for the tool's output, which it is not yet.
+            return CallToolResult(
+                content=[TextContent(type="text", text=f"pending: {exc}")],
+                is_error=True,
+                _meta={"keel/approval": exc.approval, "keel/state": "pending"},
+            )
         except KeelError as exc:
             return _error(str(exc))
         return CallToolResult(
