@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -162,6 +163,45 @@ def keel(
 
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+# -- `keel up` as a real process ---------------------------------------------------------------
+def start_daemon(home: Path, clock: str | None = None, extra_env: dict | None = None):
+    """`keel up` on a free port for `home`; returns the process and its port."""
+    from keel.daemon.lock import read_holder
+
+    env = {**os.environ, "KEEL_HOME": str(home), **(extra_env or {})}
+    if clock:
+        env["KEEL_CLOCK"] = clock
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keel", "up", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        holder = read_holder(home)
+        if holder and holder.get("port"):
+            return proc, holder["port"]
+        if proc.poll() is not None:
+            raise AssertionError(f"keel up exited early: {proc.stdout.read()}")
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("keel up did not start listening within 60 s")
+
+
+def stop_daemon(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=60) -> str:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise AssertionError(f"daemon did not stop within {timeout}s: {out}") from None
+    return out
 
 
 # -- the door and its surfaces ---------------------------------------------------------------

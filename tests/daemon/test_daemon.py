@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,44 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import keel, sqlite_only
+from conftest import keel, sqlite_only, start_daemon, stop_daemon
 from keel.daemon.lock import read_holder
 from keel.govern.home import Home
-
-
-def start_daemon(home: Path, clock: str | None = None, extra_env: dict | None = None):
-    env = {**os.environ, "KEEL_HOME": str(home), **(extra_env or {})}
-    if clock:
-        env["KEEL_CLOCK"] = clock
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keel", "up", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        holder = read_holder(home)
-        if holder and holder.get("port"):
-            return proc, holder["port"]
-        if proc.poll() is not None:
-            raise AssertionError(f"keel up exited early: {proc.stdout.read()}")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("keel up did not start listening within 60 s")
-
-
-def stop_daemon(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=60) -> str:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"daemon did not stop within {timeout}s: {out}") from None
-    return out
 
 
 def api(home: Path, port: int, path: str, method: str = "GET", body=None):
@@ -155,7 +118,9 @@ catch_up = "once"
     finally:
         stop_daemon(proc)
     before = runs(path, "hourly")
-    assert all(r["outcome"] in ("ok", "running") for r in before), [(r["scheduled"], r["outcome"], r.get("error")) for r in before]
+    assert all(r["outcome"] in ("ok", "running") for r in before), [
+        (r["scheduled"], r["outcome"], r.get("error")) for r in before
+    ]
     last = max(r["scheduled"] for r in before)
     # Restart five simulated hours later: the fires in between were missed.
     restart = (datetime.fromisoformat(last) + timedelta(hours=5, minutes=30)).strftime(

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ..govern import secrets
 from ..ledger import Ledger
 from ..ledger.errors import BadInput, NotFound, SchemaError
 from ..ledger.instants import from_us
@@ -29,6 +30,7 @@ from .schedule import Schedule, parse_duration, parse_schedule
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")
 _HOURS = re.compile(r"^(\d\d):(\d\d)-(\d\d):(\d\d)$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 SCHEMA = [
     {"attribute": "keel.job/name", "type": "string", "unique": "identity", "doc": "a job"},
@@ -65,6 +67,9 @@ class JobSpec(BaseModel):
     active_hours: str | None = None
     expect_artifact: bool = False
     max_silence: float | None = None
+    #: Environment variables for a command; a value may ask for a secret, `${secret:NAME}`,
+    #: which only the child process ever sees (see keel.govern.secrets).
+    env: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -108,6 +113,26 @@ class JobSpec(BaseModel):
             m = _HOURS.match(v)
             if not m or int(m[1]) > 23 or int(m[3]) > 24 or int(m[2]) > 59 or int(m[4]) > 59:
                 raise ValueError("active hours look like 08:00-22:00")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > 64:
+            raise ValueError("a job may set at most 64 environment variables")
+        for key, value in v.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"{key!r} is not an environment variable's name")
+            if len(value) > 4096 or "\x00" in value:
+                raise ValueError(f"{key}: a value is at most 4096 characters, with no NUL")
+            if secrets.MARKER.search(value):
+                raise ValueError(
+                    f"{key} holds a redacted placeholder, not a value: ask for the secret "
+                    "itself with ${secret:NAME}"
+                )
+            for name in secrets.references({key: value}):
+                if not secrets.NAME.match(name):
+                    raise ValueError(f"{key}: {name!r} is not a secret's name")
         return v
 
     def parsed_schedule(self) -> Schedule:

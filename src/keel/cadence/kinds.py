@@ -17,7 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..ledger import BadInput, Ledger
+from ..errors import BadInput, Forbidden, KeelError
+from ..govern import secrets
+from ..govern.home import Home
+from ..ledger import Ledger
 from .jobs import JobSpec, command_argv
 
 
@@ -36,6 +39,7 @@ class RunContext:
     grace: float = 10.0
     probes: dict[str, Callable[[RunContext], Outcome]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    run: str = ""  # the run's key
 
 
 Kind = Callable[[JobSpec, RunContext], Outcome]
@@ -48,7 +52,11 @@ def run_command(spec: JobSpec, ctx: RunContext) -> Outcome:
     except BadInput as exc:
         return Outcome("failed", error=str(exc))
     try:
-        proc = _start(argv, spec, ctx)
+        env = environment(spec, ctx)
+    except KeelError as exc:
+        return Outcome("failed", error=str(exc))
+    try:
+        proc = _start(argv, env, ctx)
     except OSError as exc:
         return Outcome("failed", error=f"{argv[0]} could not be started: {exc.strerror or exc}")
     result: list[bytes] = []
@@ -79,7 +87,32 @@ def run_command(spec: JobSpec, ctx: RunContext) -> Outcome:
     return Outcome("ok", output)
 
 
-def _start(argv: list[str], spec: JobSpec, ctx: RunContext) -> subprocess.Popen:
+def environment(spec: JobSpec, ctx: RunContext) -> dict[str, str]:
+    """The child's environment: keel's own, the job's name and the job's variables, each
+    `${secret:NAME}` replaced by its value — given only when the job's owner is granted
+    that secret, and every use (or refusal) recorded in the ledger first."""
+    env = {**os.environ, "KEEL_JOB": spec.name}
+    names = sorted(secrets.references(spec.env))
+    if not names:
+        return {**env, **spec.env}
+    if ctx.home is None:
+        raise BadInput("secrets are given only to jobs run by a keel home's scheduler")
+    home = Home(ctx.home)
+    owner = home.operator if spec.owner == "operator" else spec.owner
+    with ctx.open_ledger() as ledger:
+        refusals = {n: secrets.may_use(ledger, n, owner, home.operator) for n in names}
+        ops = [
+            op for n in names for op in secrets.use_ops(n, owner, spec.name, ctx.run, refusals[n])
+        ]
+        ledger.transact(ops, reason=f"{ctx.run or spec.name}: secrets for {spec.name}")
+    refused = [r for r in refusals.values() if r]
+    if refused:
+        raise Forbidden(f"the job was given no secrets: {refused[0]}", "secret.use", "run")
+    box = secrets.SecretBox(home.keys)
+    return {**env, **secrets.expand(spec.env, {n: box.value(n) for n in names})}
+
+
+def _start(argv: list[str], env: dict[str, str], ctx: RunContext) -> subprocess.Popen:
     """The command as its own process group, with no shell between keel and it."""
     return subprocess.Popen(
         argv,
@@ -88,7 +121,7 @@ def _start(argv: list[str], spec: JobSpec, ctx: RunContext) -> subprocess.Popen:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         cwd=ctx.home,
-        env={**os.environ, "KEEL_JOB": spec.name},
+        env=env,
     )
 
 

@@ -316,7 +316,9 @@ class Scheduler:
         return fut
 
     def _execute(self, spec: JobSpec, key: str, attempt: int) -> Outcome:
-        ctx = RunContext(self.open_ledger, self.home, self.stop_event, self.grace, self.probes)
+        ctx = RunContext(
+            self.open_ledger, self.home, self.stop_event, self.grace, self.probes, run=key
+        )
         kind = self.kinds.get(spec.kind)
         try:
             if kind is None:

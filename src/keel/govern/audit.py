@@ -19,6 +19,7 @@ from ..ledger import Ledger
 _C = "keel.call/"
 _D = "keel.denial/"
 _P = "keel.approval/"
+_U = "keel.secret-use/"
 SCHEMA = [
     {"attribute": f"{_C}operation", "type": "string", "doc": "the operation that wrote a tx"},
     {"attribute": f"{_C}capability", "type": "string", "doc": "the capability it used"},
@@ -88,6 +89,7 @@ def trail(ledger: Ledger, since: int = 0) -> Iterator[Entry]:
         stamp: dict[str, str] = {}
         denials: dict[str, dict[str, str]] = {}
         moves: dict[str, dict[str, object]] = {}
+        uses: dict[str, dict[str, str]] = {}
         plain = False
         for d in record.datoms:
             if d.a.startswith(_C):
@@ -96,6 +98,8 @@ def trail(ledger: Ledger, since: int = 0) -> Iterator[Entry]:
                 denials.setdefault(d.e, {})[d.a.removeprefix(_D)] = ledger.decode(d)
             elif d.a.startswith(_P):
                 moves.setdefault(d.e, {})[d.a.removeprefix(_P)] = ledger.decode(d)
+            elif d.a.startswith(_U):
+                uses.setdefault(d.e, {})[d.a.removeprefix(_U)] = ledger.decode(d)
             else:
                 plain = True
         for e, move in moves.items():
@@ -114,7 +118,20 @@ def trail(ledger: Ledger, since: int = 0) -> Iterator[Entry]:
                     tx.reason,
                     {"approval": e.removeprefix("approval:")},
                 )
-        if plain or (stamp and not moves):
+        for use in uses.values():
+            yield Entry(
+                tx.id,
+                tx.time,
+                "secret",
+                use.get("identity", ""),
+                use.get("outcome", ""),
+                "",
+                "secret.use",
+                "cadence",
+                use.get("reason", ""),
+                {k: use.get(k, "") for k in ("secret", "job", "run")},
+            )
+        if plain or (stamp and not moves and not uses):
             yield Entry(
                 tx.id,
                 tx.time,

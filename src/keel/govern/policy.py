@@ -165,6 +165,11 @@ class ApprovalRule(_Strict):
     def _capability(cls, v: str) -> str:
         if not _CAPABILITY.match(v):
             raise ValueError(f"{v!r} is not a capability (like cadence.command)")
+        if _matches(v, "secret.manage"):
+            raise ValueError(
+                f"{v!r} would hold secret.manage for approval, and a request is stored: a "
+                "secret's value never is"
+            )
         return v
 
 

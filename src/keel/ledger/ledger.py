@@ -97,6 +97,9 @@ class Ledger:
         #: Ops added to each transaction this connection commits (not replays), given its
         #: number: how a caller marks what its writes were for (governance's evidence).
         self.stamp: Callable[[int], list[dict]] | None = None
+        #: Rewrites each transaction's (ops, reason) before they are prepared, so what
+        #: must never be stored (a secret's value) never reaches the store in any form.
+        self.redact: Callable[[tuple], tuple] | None = None
         self._guards: list[Guard] = []
         self._listeners: list[Callable[[TxResult], None]] = []
         self._schema: dict[str, Attribute] = dict(BUILTIN)
@@ -415,6 +418,8 @@ class Ledger:
             ops = build(view)
             if not ops:
                 return None
+            if self.redact is not None and not replay:
+                ops, reason = self.redact((list(ops), reason))
             if self.stamp is not None and not replay:
                 ops = [*ops, *self.stamp(seq)]
             new_attrs, declared_ops = self._declaration_ops(wanted)

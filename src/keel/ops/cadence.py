@@ -15,7 +15,8 @@ from pydantic import Field
 
 from ..cadence import jobs as jobs_mod
 from ..cadence.runs import run_entity, run_json, runs_of
-from ..errors import NotFound
+from ..errors import BadInput, Forbidden, NotFound, Refused
+from ..govern import secrets
 from ..ledger import Ledger
 from ..ledger.instants import format_instant
 from . import daemon_client
@@ -108,7 +109,11 @@ class JobIn(Input):
         description="The program and its arguments (split into words as a shell would, but "
         "no shell runs them), or the probe's name.",
     )
-    owner: Annotated[str, Field(max_length=64)] = "operator"
+    owner: Annotated[str | None, Field(max_length=64)] = Field(
+        None,
+        description="Whose job it is (default: the caller; only the operator names another). "
+        "Its secrets are those granted to the owner.",
+    )
     tz: Annotated[str | None, Field(max_length=64)] = Field(
         None, description="The schedule's time zone (default: the home's)."
     )
@@ -125,6 +130,12 @@ class JobIn(Input):
     expect_artifact: bool = False
     max_silence: Duration = Field(
         None, description="Open a finding after this long with no ok run."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables for a command job. A value may ask for a secret "
+        "as ${secret:NAME}: the child process alone sees its value, and only when the job's "
+        "owner is granted it.",
     )
 
 
@@ -166,6 +177,8 @@ def cadence_add(call: Call, p: JobIn) -> JobSaved:
     A command job runs a program on keel's machine (never through a shell; its path is
     fixed when the job is declared), so it needs `cadence.command`."""
     data: dict[str, Any] = p.model_dump(exclude_none=True)
+    data["owner"] = _owner(call, p.owner)
+    _check_secrets(call, data["owner"], p.env)
     kinds = set(call.services.local_runtime().kinds)
     # A job keeps its zone when changed without naming one; a new job takes the home's.
     zone = call.services.timezone()
@@ -174,6 +187,44 @@ def cadence_add(call: Call, p: JobIn) -> JobSaved:
     spec = jobs_mod.parse_job(data, kinds, default_tz=zone)
     changed = jobs_mod.save_job(call.ledger, spec, call.caller.surface)
     return JobSaved(**_job(call, spec.name).model_dump(), changed=changed)
+
+
+def _owner(call: Call, named: str | None) -> str:
+    """A job is its caller's; only the operator declares one for someone else."""
+    if call.role == "operator":
+        return named or "operator"
+    if named not in (None, call.identity):
+        raise Refused(
+            f"{call.identity!r} may not declare a job owned by {named!r}; only the operator "
+            "names another owner"
+        )
+    return call.identity
+
+
+def _check_secrets(call: Call, owner: str, env: dict[str, str]) -> None:
+    """The secrets a job asks for must be granted to its owner, and asked for by name:
+    a value written out would be stored (redacted), and run as the placeholder."""
+    services = call.services
+    redactor = services.secrets.redactor()
+    for key, value in env.items():
+        if redactor is not None and redactor.found(value):
+            raise BadInput(
+                f"{key} holds a secret's value: ask for it as ${{secret:NAME}} instead, so the "
+                "value never enters the ledger"
+            )
+    operator = services.home.operator
+    who = operator if owner == "operator" else owner
+    for name in sorted(secrets.references(env)):
+        reason = secrets.may_use(call.ledger, name, who, operator)
+        if reason:
+            services.record_denial(
+                call.identity, call.operation, "secret.use", call.caller.surface, reason
+            )
+            raise Forbidden(
+                f"{call.identity!r} may not declare a job using secret {name!r}: {reason}",
+                "secret.use",
+                call.operation,
+            )
 
 
 class NameIn(Input):

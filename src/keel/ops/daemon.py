@@ -14,11 +14,13 @@ reason.
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 
 from ..daemon.lock import DaemonLock
 from ..errors import KeelError
+from ..govern.secrets import RedactingStream
 from ..health.findings import Finding, record
 from .services import Services, build_runtime
 
@@ -41,6 +43,13 @@ class Daemon:
         self.lock = DaemonLock(services.home.path)
         self.verified: Verified | None = None
         self.started = False
+
+    def redact_log(self) -> None:
+        """Redact every secret's value from what this process prints from now on: the
+        daemon's log (its stdout and stderr, kept by systemd or launchd)."""
+        if not isinstance(sys.stdout, RedactingStream):
+            sys.stdout = RedactingStream(sys.stdout, self.services.redact)
+            sys.stderr = RedactingStream(sys.stderr, self.services.redact)
 
     def start(self) -> Verified:
         """Lock the home, verify the ledger, and start the runtime if it verified."""

@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BadInput, Forbidden, Pending, ReadOnly, Unauthorized
+from ..errors import BadInput, Forbidden, KeelError, Pending, ReadOnly, Unauthorized
 from ..govern import approvals
 from ..govern.policy import expiry_seconds
+from ..govern.secrets import Redactor
 from . import registry
 from .call import Call, Progress
 
@@ -72,7 +73,20 @@ class Door:
     ):
         """Run operation `name` for `caller` with raw `arguments`; returns its typed output.
         `progress(done, total)` hears how long work goes on. `approval` is set when an
-        approved request runs its action (the approval rule is then already met)."""
+        approved request runs its action (the approval rule is then already met).
+
+        What comes back — the output, or the error's sentence — is redacted of every
+        secret's value, whatever produced it."""
+        try:
+            result = self._call(name, arguments, caller, progress, approval)
+        except KeelError as exc:
+            if self.services.secrets.redactor() is not None:
+                exc.args = tuple(self.services.redact(a) for a in exc.args)
+            raise
+        redactor = self.services.secrets.redactor()
+        return result if redactor is None else _redacted(redactor, result)
+
+    def _call(self, name, arguments, caller: Caller, progress, approval: str):
         op = registry.get(name)
         services = self.services
         role = services.role_of(caller.identity)
@@ -188,6 +202,17 @@ class Door:
     ) -> Any:
         """`call`, with the result as JSON-ready data (what HTTP and MCP send)."""
         return registry.get(name).dump(self.call(name, arguments, caller))
+
+
+def _redacted(redactor: Redactor, value: Any) -> Any:
+    """An operation's output with every secret's value redacted (itself when none was)."""
+    if isinstance(value, BaseModel):
+        data = value.model_dump()
+        clean = redactor(data)
+        return value if clean is data else type(value).model_validate(clean)
+    if isinstance(value, list):
+        return [_redacted(redactor, v) for v in value]
+    return redactor(value)
 
 
 def validate(op: registry.Operation, arguments: Mapping[str, Any] | BaseModel | None):

@@ -42,6 +42,7 @@ MODULES = {
     "governance": "governance",
     "audit": "governance",
     "approval": "approvals",
+    "secret": "secrets",
 }
 
 Capability = str | Callable[[Any], str]

@@ -25,6 +25,7 @@ from ..govern import audit, governance
 from ..govern.governance import Governance, Verdict
 from ..govern.home import Home, home_dir, prepare_home
 from ..govern.home import init as init_home
+from ..govern.secrets import SecretBox
 from ..health import checks
 from ..health.findings import Finding, record
 from ..ledger import Ledger, PendingTx, Signer
@@ -66,6 +67,7 @@ class Services:
         #: The daemon's samples of its bus lag (health's lag check reads them).
         self.lag_watch: checks.LagWatch | None = None
         self.governance = Governance(home.path, lambda: home.operator)
+        self.secrets = SecretBox(home.keys)
         self._held: object = _UNSEEN  # the finding last recorded by `hold`
         self._schema_checked = False
 
@@ -112,6 +114,7 @@ class Services:
         (to wake its bus on commit); everything else asks `open_ledger`."""
         ledger = self.home.ledger(as_name, clock=clock or self.clock.now)
         ledger.add_guard(self._refuse_while_read_only)
+        ledger.redact = self.redact
         rules.install(ledger)
         if not self._schema_checked:
             self._schema_checked = True
@@ -155,6 +158,11 @@ class Services:
         if not touched or (not damaged and touched == {governance.ENTITY}):
             return
         raise ReadOnly(f"keel is read-only: {problem}")
+
+    def redact(self, value: Any) -> Any:
+        """`value` with every secret's value redacted (itself when there is none to hide)."""
+        redactor = self.secrets.redactor()
+        return value if redactor is None else redactor(value)
 
     def open_ledger(self, as_name: str | None = None) -> Ledger:
         """A new connection of the caller's own (close it)."""

@@ -48,6 +48,11 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/approvals/{id}", "approval.show"),
     ("POST", "/approvals/{id}/approve", "approval.approve"),
     ("POST", "/approvals/{id}/deny", "approval.deny"),
+    ("GET", "/secrets", "secret.list"),
+    ("PUT", "/secrets/{name}", "secret.set"),
+    ("POST", "/secrets/{name}/remove", "secret.rm"),
+    ("POST", "/secrets/{name}/grant", "secret.grant"),
+    ("POST", "/secrets/{name}/revoke", "secret.revoke"),
     # cadence
     ("GET", "/cadence/jobs", "cadence.list"),
     ("POST", "/cadence/jobs", "cadence.add"),

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from . import governance_cmds, ledger_cmds, mcp_cmds, memory_cmds, runtime_cmds
+from . import governance_cmds, ledger_cmds, mcp_cmds, memory_cmds, runtime_cmds, secret_cmds
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -77,6 +77,7 @@ runtime_cmds.register(app)
 memory_cmds.register(app)
 mcp_cmds.register(app)
 governance_cmds.register(app)
+secret_cmds.register(app)
 
 
 def main(args: list[str] | None = None) -> int:

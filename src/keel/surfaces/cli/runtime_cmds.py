@@ -49,6 +49,7 @@ def up(
     services = Services.open_or_init()
     use_zone(services.timezone())
     daemon = Daemon(services)
+    daemon.redact_log()
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
@@ -240,6 +241,14 @@ def cadence_add(
     catch_up: Annotated[str, typer.Option("--catch-up", help="skip, once or all")] = "once",
     max_silence: Annotated[str | None, typer.Option(help="e.g. 26h")] = None,
     expect_artifact: Annotated[bool, typer.Option("--expect-artifact")] = False,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            help="VAR=VALUE for the command's environment (repeat it); VAR='${secret:NAME}' "
+            "gives it a secret, which only the command sees.",
+        ),
+    ] = None,
     file: Annotated[
         str | None, typer.Option("--file", "-f", help="A JSON job spec, - for stdin.")
     ] = None,
@@ -267,11 +276,21 @@ def cadence_add(
             "expect_artifact": expect_artifact,
             "kind": "command" if command is not None else "probe",
             "run": command if command is not None else probe,
+            "env": dict(_assignment(e) for e in env or []),
         }
     if not isinstance(spec, dict):
         raise BadInput("a job spec is a JSON object")
     job = call("cadence.add", spec, as_name, json=as_json)
     out().print(f"job {job.name} {'saved' if job.changed else 'unchanged'}")
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    from ...errors import BadInput
+
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise BadInput(f"--env {text!r} is not VAR=VALUE")
+    return key, value
 
 
 @cadence_app.command("run")
