@@ -173,6 +173,15 @@ SAMPLES: dict[str, tuple[list[str], str]] = {
     "governance sign": (["governance", "sign"], "governance.sign"),
     "governance restore": (["governance", "restore"], "governance.restore"),
     "audit": (["audit"], "audit.list"),
+    "approvals list": (["approvals", "list"], "approval.list"),
+    "approvals show": (["approvals", "show", "a1"], "approval.show"),
+    "approvals approve": (["approvals", "approve", "a1"], "approval.approve"),
+    "approvals deny": (["approvals", "deny", "a1"], "approval.deny"),
+    "secret set": (["secret", "set", "TOKEN"], "secret.set"),
+    "secret list": (["secret", "list"], "secret.list"),
+    "secret rm": (["secret", "rm", "TOKEN"], "secret.rm"),
+    "secret grant": (["secret", "grant", "TOKEN", "client"], "secret.grant"),
+    "secret revoke": (["secret", "revoke", "TOKEN", "client"], "secret.revoke"),
 }
 #: Commands that call no single operation, and why.
 NOT_AN_OPERATION = {

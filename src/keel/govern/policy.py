@@ -11,7 +11,7 @@ Tiers bound what pins may grant:
 
 - `T0` the operator: everything, governance included; needs no pins.
 - `T1` a trusted writer: whatever its pins grant, but never governance, identities,
-  secrets' values or approvals of its own requests.
+  secrets, canon (the operator's own voice) or approvals of its own requests.
 - `T2` read-only: only capabilities that read (`*.read`, `recall.query`).
 - `T3` public artifacts only (`public.read`).
 
@@ -40,7 +40,7 @@ from ..errors import BadInput
 TIERS = ("T0", "T1", "T2", "T3")
 Tier = Literal["T0", "T1", "T2", "T3"]
 #: Capabilities only T0 ever holds, whatever a pin says.
-T0_ONLY = ("governance.*", "identity.manage", "secret.manage")
+T0_ONLY = ("governance.*", "identity.manage", "secret.manage", "canon.write")
 #: What a read-only identity may be granted at most.
 T2_MAY = ("*.read", "recall.query")
 T3_MAY = ("public.read",)

@@ -184,7 +184,7 @@ def test_client_tokens_sign_as_their_identity(api, keel_home, door, client, head
             assert error(r, 403, "forbidden")["capability"] == "ledger.write"
         refused = error(as_client.put("/memory/canon/style", json={"text": "Rule."}), 403)
         assert refused["kind"] == "forbidden" and refused["capability"] == "canon.write"
-        assert "no pin grants it" in refused["error"]
+        assert "a T1 identity never holds it" in refused["error"]
         body = error(as_client.post("/vault/export", json={"dir": "/tmp/x"}), 403, "forbidden")
         assert body["capability"] == "vault.export"
         error(as_client.get("/log"), 403, "forbidden")

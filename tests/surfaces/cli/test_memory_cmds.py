@@ -189,7 +189,7 @@ def test_canon_is_operators_only_and_mistakes_write_nothing(keel_home, cli, run,
     # The door refuses it (exit 4, `forbidden`, naming the capability), before any guard
     # runs: the default pins do not grant canon.
     line = refused(cli("canon", "set", "style", "-", "--as", "claude-code", input="Rule."), 4)
-    assert "no pin grants it" in line and "canon.write" in line
+    assert "never holds it" in line and "canon.write" in line
     bad = [
         (("entity", "add", ""), 2),
         (("entity", "add", "Bob", "--kind", "spaceship"), 2),
