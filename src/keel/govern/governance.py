@@ -17,7 +17,6 @@ another process is seen at once.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 from ..ledger import BadInput, Signer, View
 from ..ledger.ledger import identity_entity
 from ..ledger.signing import verify_signature
-from .home import write_private
+from .home import stat_key, write_private
 from .policy import Policy
 
 #: Where the file lives, under the home.
@@ -214,8 +213,4 @@ class Governance:
             return None
 
     def _stat(self) -> tuple:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return ()
-        return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        return stat_key(self.path) or ()

@@ -12,7 +12,7 @@ import re
 import secrets
 import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,9 +59,24 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def stat_key(path: Path | str) -> tuple | None:
+    """What tells one version of a file from the next without reading it (None: absent)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
 @dataclass
 class Home:
     path: Path
+    #: Files read on every call (config, the integrity mark), kept until their stat changes.
+    _read: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._config_file = str(self.path / "config.toml")
+        self._integrity_file = str(self.path / INTEGRITY_FILE)
 
     @property
     def config_path(self) -> Path:
@@ -72,15 +87,25 @@ class Home:
         return self.path / "keys"
 
     def config(self) -> dict:
+        key = stat_key(self.config_path)
+        cached = self._read.get("config")
+        if key is not None and cached is not None and cached[0] == key:
+            return dict(cached[1])
         try:
-            return {**DEFAULT_CONFIG, **tomllib.loads(self.config_path.read_text())}
+            data = {**DEFAULT_CONFIG, **tomllib.loads(self.config_path.read_text())}
         except FileNotFoundError:
             raise NotFound(f"{self.path} is not a keel home yet (run 'keel init')") from None
         except tomllib.TOMLDecodeError as exc:
             raise BadInput(f"{self.config_path} is not valid TOML: {exc}") from None
+        self._read["config"] = (key, data)
+        return dict(data)
 
     @property
     def operator(self) -> str:
+        key = stat_key(self._config_file)
+        cached = self._read.get("config")
+        if key is not None and cached is not None and cached[0] == key:
+            return str(cached[1]["operator"])
         return str(self.config()["operator"])
 
     def db_target(self) -> str | Path:
@@ -140,13 +165,22 @@ class Home:
     def integrity_problem(self) -> str | None:
         """Why the ledger is not to be written, as recorded by the last verification that
         failed (`keel up`, `keel verify`); None when it verified (or was never checked)."""
+        key = stat_key(self._integrity_file)
+        if key is None:
+            return None
+        path = self.path / INTEGRITY_FILE
+        cached = self._read.get("integrity")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         try:
-            data = json.loads((self.path / INTEGRITY_FILE).read_text())
+            data = json.loads(path.read_text())
+            problem = str(data.get("problem") or "the ledger failed verification")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
-            return "the record of the ledger's last verification is unreadable"
-        return str(data.get("problem") or "the ledger failed verification")
+        except (OSError, ValueError, AttributeError):
+            problem = "the record of the ledger's last verification is unreadable"
+        self._read["integrity"] = (key, problem)
+        return problem
 
     def set_integrity_problem(self, problem: str | None, first_bad: int | None = None) -> None:
         """Record a failed verification (keel turns read-only), or clear it (None)."""

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from ..errors import BadInput
 
@@ -186,6 +186,7 @@ class Policy(_Strict):
     """The whole governance file."""
 
     format: Literal[1]
+    _decided: dict = PrivateAttr(default_factory=dict)
     defaults: IdentityRules = Field(default_factory=IdentityRules)
     identities: dict[Annotated[str, Field(pattern=_NAME)], IdentityRules] = Field(
         default_factory=dict
@@ -252,7 +253,24 @@ class Policy(_Strict):
         capability: str,
         resources: Mapping[str, Sequence[Any]] | None = None,
     ) -> Decision:
-        """Whether `identity` may use `capability` on `resources` (kind -> values)."""
+        """Whether `identity` may use `capability` on `resources` (kind -> values). A
+        policy never changes once read, so decisions that touch no resource are kept (the
+        door asks on every call)."""
+        if not resources:
+            key = (identity, operator, capability)
+            found = self._decided.get(key)
+            if found is None:
+                found = self._decided[key] = self._decide(identity, operator, capability, None)
+            return found
+        return self._decide(identity, operator, capability, resources)
+
+    def _decide(
+        self,
+        identity: str,
+        operator: str,
+        capability: str,
+        resources: Mapping[str, Sequence[Any]] | None,
+    ) -> Decision:
         rules = self.rules_for(identity, operator)
         if rules.tier == "T0":
             return Decision(True, rules.tier)

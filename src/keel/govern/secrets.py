@@ -34,6 +34,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from ..errors import BadInput, NotFound
 from ..ledger import Ledger
+from .home import stat_key
 
 KEY_FILE = "_secrets.key"
 BOX_FILE = "_secrets.box"
@@ -280,11 +281,7 @@ class SecretBox:
             os.close(fd)
 
     def _stat(self) -> tuple:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return ()
-        return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+        return stat_key(self.path) or ()
 
 
 # -- the ledger's record ------------------------------------------------------------------

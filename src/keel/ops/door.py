@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 #: How deeply an argument may nest (a transaction's values are JSON).
 MAX_DEPTH = 64
+_SCALARS = frozenset({int, float, bool, type(None)})
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,32 @@ class Door:
         return result if redactor is None else _redacted(redactor, result)
 
     def _call(self, name, arguments, caller: Caller, progress, approval: str):
+        op, params, call = self.check(name, arguments, caller, progress, approval)
+        try:
+            rule = call.policy.needs_approval(call.tier, call.capability) if call.policy else None
+            if rule is not None and not approval:
+                raise self._hold_for_approval(call, op, params, rule.why, call.policy)
+            return op.handler(call, params)
+        finally:
+            call.close()
+
+    def check(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | BaseModel | None,
+        caller: Caller,
+        progress: Progress | None = None,
+        approval: str = "",
+    ) -> tuple[registry.Operation, BaseModel, Call]:
+        """Steps 1-7: everything the door decides before an operation runs. Returns the
+        operation, its validated input and the call it would run as (close it)."""
         op = registry.get(name)
         services = self.services
         role = services.role_of(caller.identity)
         verdict = services.verdict()
         policy = verdict.policy
         operator = services.home.operator
+        damaged = services.home.integrity_problem()
         if policy is None:
             # Fail closed: with no governance to go by, only an operator acts, to read and
             # to put the file right.
@@ -101,7 +122,8 @@ class Door:
             tier = "T0"
         else:
             tier = policy.rules_for(caller.identity, operator).tier
-            self._refuse_early(op, arguments, caller, policy)
+            if tier != "T0":
+                self._refuse_early(op, arguments, caller, policy, operator)
         params = validate(op, arguments)
         capability = op.capability_for(params)
         if policy is not None and tier != "T0":
@@ -111,8 +133,8 @@ class Door:
             if not decision.allowed:
                 raise self._deny(op, caller, capability, decision.reason)
         if op.writes:
-            problem = services.read_only()
-            if problem and not (op.repairs and not services.home.integrity_problem()):
+            problem = damaged or verdict.problem  # what `services.read_only()` says
+            if problem and not (op.repairs and not damaged):
                 raise ReadOnly(f"keel is read-only: {problem}")
         call = Call(
             services,
@@ -126,13 +148,7 @@ class Door:
             approval=approval,
             door=self,
         )
-        try:
-            rule = policy.needs_approval(tier, capability) if policy and not approval else None
-            if rule is not None:
-                raise self._hold_for_approval(call, op, params, rule.why, policy)
-            return op.handler(call, params)
-        finally:
-            call.close()
+        return op, params, call
 
     def _hold_for_approval(self, call: Call, op, params, why: str, policy: Policy) -> Pending:
         """Record the exact action as a request for approval, signed by the requester; the
@@ -162,10 +178,9 @@ class Door:
             approval_id,
         )
 
-    def _refuse_early(self, op, arguments, caller: Caller, policy: Policy) -> None:
+    def _refuse_early(self, op, arguments, caller: Caller, policy: Policy, operator: str) -> None:
         """Refuse, before reading a stranger's arguments, an operation none of whose
         capabilities its pins grant (naming the exact one when the arguments tell it)."""
-        operator = self.services.home.operator
         decisions = [policy.decide(caller.identity, operator, c) for c in op.capabilities]
         if any(d.allowed for d in decisions):
             return
@@ -235,24 +250,37 @@ def validate(op: registry.Operation, arguments: Mapping[str, Any] | BaseModel | 
 def check_shape(data: object, what: str = "the arguments") -> None:
     """Refuse data a stranger might send to break what comes after: text that is not valid
     Unicode (a lone surrogate has no UTF-8 form, so it could be neither stored nor sent
-    back) and nesting deeper than `MAX_DEPTH`."""
-    stack: list[tuple[object, int]] = [(data, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise BadInput(f"{what} nest deeper than {MAX_DEPTH} levels")
-        if isinstance(item, str):
-            if not item.isascii():
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise BadInput(f"{what} hold text that is not valid Unicode") from None
-        elif isinstance(item, Mapping):
-            for key, value in item.items():
-                stack.append((key, depth + 1))
-                stack.append((value, depth + 1))
-        elif isinstance(item, list | tuple):
-            stack.extend((x, depth + 1) for x in item)
+    back) and nesting deeper than `MAX_DEPTH`. (On every call: kept to one pass that
+    skips numbers and plain ASCII at once.)"""
+    try:
+        _walk(data, 0)
+    except UnicodeEncodeError:
+        raise BadInput(f"{what} hold text that is not valid Unicode") from None
+    except _TooDeep:
+        raise BadInput(f"{what} nest deeper than {MAX_DEPTH} levels") from None
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _walk(item: object, depth: int) -> None:
+    kind = type(item)
+    if kind is str:
+        if not item.isascii():  # type: ignore[union-attr]
+            item.encode("utf-8")  # type: ignore[union-attr]
+        return
+    if kind in _SCALARS:
+        return
+    if depth >= MAX_DEPTH:
+        raise _TooDeep
+    if kind is dict or isinstance(item, Mapping):
+        for key, value in item.items():  # type: ignore[union-attr]
+            _walk(key, depth + 1)
+            _walk(value, depth + 1)
+    elif kind is list or kind is tuple:
+        for value in item:  # type: ignore[union-attr]
+            _walk(value, depth + 1)
 
 
 def validation_sentence(exc: ValidationError) -> str:

@@ -28,7 +28,7 @@ from ..govern.home import init as init_home
 from ..govern.secrets import SecretBox
 from ..health import checks
 from ..health.findings import Finding, record
-from ..ledger import Ledger, PendingTx, Signer
+from ..ledger import Ledger, PendingTx, Signer, TxResult
 from ..ledger.ledger import identity_entity
 from ..memory import rules
 from . import schemas
@@ -69,6 +69,11 @@ class Services:
         self.governance = Governance(home.path, lambda: home.operator)
         self.secrets = SecretBox(home.keys)
         self._held: object = _UNSEEN  # the finding last recorded by `hold`
+        #: identity -> (the head its role was read at, the role): the door asks on every
+        #: call. A commit of this process that touches no identity carries it forward;
+        #: any other change of head (another process wrote) means reading it again.
+        self._roles: dict[str, tuple[int, str]] = {}
+        self._identity_txs: set[int] = set()
         self._schema_checked = False
 
     @classmethod
@@ -114,6 +119,8 @@ class Services:
         (to wake its bus on commit); everything else asks `open_ledger`."""
         ledger = self.home.ledger(as_name, clock=clock or self.clock.now)
         ledger.add_guard(self._refuse_while_read_only)
+        ledger.add_guard(self._note_identity_change)
+        ledger.on_commit(self._carry_roles)
         ledger.redact = self.redact
         rules.install(ledger)
         if not self._schema_checked:
@@ -192,15 +199,37 @@ class Services:
         """The identity's role in the ledger; an identity the ledger does not know may do
         nothing."""
         ledger = self.ledger()
+        head = ledger.head().id
+        with self._lock:
+            known = self._roles.get(identity)
+        if known is not None and known[0] == head:
+            return known[1]
         found = ledger.view().get(identity_entity(identity)) or {}
         role = found.get("keel.identity/role")
         if role is None:
-            if identity == self.home.operator and ledger.head().id == 0:
+            if identity == self.home.operator and head == 0:
                 return "operator"  # an empty ledger (a restore): its home's operator
             raise Unauthorized(f"{identity!r} is not an identity registered in this ledger")
         if not found.get("keel.identity/key"):
             raise Unauthorized(f"{identity!r} was revoked")
+        with self._lock:
+            self._roles[identity] = (head, role)
         return role
+
+    def _note_identity_change(self, tx: PendingTx) -> None:
+        if any(d.e.startswith("identity:") for d in tx.datoms):
+            with self._lock:
+                self._identity_txs.add(tx.seq)
+
+    def _carry_roles(self, result: TxResult) -> None:
+        with self._lock:
+            if result.tx in self._identity_txs:
+                self._identity_txs.discard(result.tx)
+                self._roles.clear()
+                return
+            for identity, (head, role) in list(self._roles.items()):
+                if head == result.tx - 1:
+                    self._roles[identity] = (result.tx, role)
 
     def record_denial(
         self, identity: str, operation: str, capability: str, surface: str, reason: str
