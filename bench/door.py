@@ -7,12 +7,11 @@ The baseline is `Ledger.transact` of one datom on a connection with no guards, s
 redaction: a small signed transaction and nothing else. The "check alone" rows are
 `Door.check`: every decision the door makes before the operation runs (identity, the
 governance verdict, validation, tier and pins, read-only) — the figure the target is
-about. The other rows commit the same transaction through the whole door — which finds the operation, checks the identity in the
-ledger, reads the governance verdict, validates the arguments, decides the capability
-against the caller's tier and pins, checks read-only, stamps the transaction with its
-operation and capability, and redacts the output — as the operator (T0), as a T1 client
-whose pin grants `ledger.write`, and as the operator again once a secret exists (so every
-transaction and output passes the redactor). Rounds alternate the rows, so a busy
+about. The other rows commit the same transaction through the whole door, which also
+signs it as the caller, stamps it with its operation and capability (three more datoms:
+the audit trail), runs the write guards and redacts the output: as the operator (T0), as
+a T1 client whose pin grants `ledger.write`, and as the operator once a secret exists
+(so every transaction and output passes the redactor). Rounds alternate the rows, so a busy
 machine slows all of them alike; the table shows the median per call and each as a
 share of the baseline (target for the check: < 5%).
 """
