@@ -34,6 +34,11 @@ AsOfOpt = Annotated[str | None, typer.Option("--as-of", help="A tx number, tx ha
 ValidAtOpt = Annotated[str | None, typer.Option("--valid-at", help="An ISO 8601 instant.")]
 
 
+#: The identity every command of this command line acts as (`keel --as NAME ...`, or
+#: KEEL_AS); a command's own `--as` wins. None: the operator.
+acting_as: str | None = None
+
+
 @contextmanager
 def session(as_name: str | None = None) -> Iterator[tuple[Door, str]]:
     """The door of the home in KEEL_HOME and the identity this command acts as."""
@@ -42,7 +47,7 @@ def session(as_name: str | None = None) -> Iterator[tuple[Door, str]]:
 
     services = Services.open()
     try:
-        yield Door(services), as_name or services.home.operator
+        yield Door(services), as_name or acting_as or services.home.operator
     finally:
         services.close()
 

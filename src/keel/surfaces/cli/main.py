@@ -14,7 +14,15 @@ from typing import Annotated
 
 import typer
 
-from . import governance_cmds, ledger_cmds, mcp_cmds, memory_cmds, runtime_cmds, secret_cmds
+from . import (
+    adapter,
+    governance_cmds,
+    ledger_cmds,
+    mcp_cmds,
+    memory_cmds,
+    runtime_cmds,
+    secret_cmds,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -68,8 +76,18 @@ def _options(
             "--version", help="Print keel's version and exit.", is_eager=True, callback=_version
         ),
     ] = False,
+    as_name: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            envvar="KEEL_AS",
+            help="Act as this identity (a key in the home), through the same door and pins "
+            "as its HTTP and MCP calls. Default: the operator.",
+        ),
+    ] = None,
 ) -> None:
     """keel: a signed, bitemporal ledger and the memory and runtime around it."""
+    adapter.acting_as = as_name
 
 
 ledger_cmds.register(app)
@@ -84,6 +102,7 @@ def main(args: list[str] | None = None) -> int:
     """Run one command line; returns its exit status. A keel error is one sentence on
     stderr and the status of its kind, never a traceback."""
     # Typer vendors click; its usage errors share this base class.
+    adapter.acting_as = None  # each command line says for itself
     usage_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
         code = app(args, prog_name="keel", standalone_mode=False)
