@@ -30,10 +30,11 @@ import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import BadInput
 
@@ -173,6 +174,10 @@ class ApprovalRule(_Strict):
         return v
 
 
+#: The operator's rules when the file does not name it.
+_OPERATOR = IdentityRules(tier="T0")
+
+
 class Budget(_Strict):
     """Spending limits for an agent's runs (enforced once agents run under keel)."""
 
@@ -186,7 +191,6 @@ class Policy(_Strict):
     """The whole governance file."""
 
     format: Literal[1]
-    _decided: dict = PrivateAttr(default_factory=dict)
     defaults: IdentityRules = Field(default_factory=IdentityRules)
     identities: dict[Annotated[str, Field(pattern=_NAME)], IdentityRules] = Field(
         default_factory=dict
@@ -241,9 +245,14 @@ class Policy(_Strict):
         return sorted({c for c in named if not any(_matches(c, k) for k in known)})
 
     # -- deciding -------------------------------------------------------------------------
+    @cached_property
+    def decided(self) -> dict[tuple[str, str, str], Decision]:
+        """Decisions already made that touch no resource (the policy never changes)."""
+        return {}
+
     def rules_for(self, identity: str, operator: str) -> IdentityRules:
         if identity == operator:
-            return self.identities.get(identity, IdentityRules(tier="T0"))
+            return self.identities.get(identity, _OPERATOR)
         return self.identities.get(identity, self.defaults)
 
     def decide(
@@ -258,9 +267,9 @@ class Policy(_Strict):
         door asks on every call)."""
         if not resources:
             key = (identity, operator, capability)
-            found = self._decided.get(key)
+            found = self.decided.get(key)
             if found is None:
-                found = self._decided[key] = self._decide(identity, operator, capability, None)
+                found = self.decided[key] = self._decide(identity, operator, capability, None)
             return found
         return self._decide(identity, operator, capability, resources)
 

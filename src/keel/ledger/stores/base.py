@@ -33,6 +33,7 @@ INLINE_LIMIT = 1024
 Segments = Sequence[tuple[int, int]]
 
 _HEAD = "SELECT id, hash, time FROM txs ORDER BY id DESC LIMIT 1"
+_HEAD_ID = "SELECT max(id) FROM txs"
 _SCHEMA_VERSION = "SELECT max(id) FROM txs WHERE schema = 1"
 _HEAD_AND_SCHEMA_VERSION = (
     "SELECT id, hash, time, (SELECT max(id) FROM txs WHERE schema = 1)"
@@ -135,6 +136,10 @@ class Store:
     def head(self) -> Head | None:
         """The newest transaction, or None for an empty ledger."""
         return _head(self.fetchone(_HEAD))
+
+    def head_id(self) -> int:
+        """The newest transaction's number (0: empty): the cheapest sign the ledger moved."""
+        return _first_int(self._execute(_HEAD_ID).fetchone())
 
     def schema_version(self) -> int:
         """The newest transaction that changed the schema (0: none yet)."""
