@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import govern, keel, mcp_over_http, sh, start_daemon, stop_daemon
-from keel.errors import BadInput, Forbidden, NotFound, Refused
+from keel.errors import BadInput, Forbidden, NotFound, Pending, Refused
 from keel.govern.secrets import MIN_LENGTH, Redactor, SecretBox
 from keel.ops.door import Caller
 
@@ -312,3 +312,20 @@ def test_a_secret_is_found_nowhere_after_a_job_prints_it(keel_home, store_kind, 
         assert not leaks(data), f"output {i} holds the secret: {data[:300]!r}"
     if store_kind == "postgres":
         assert not leaks(_pg_rows(os.environ["KEEL_DB"]))
+
+
+def test_a_job_that_could_never_get_its_secret_is_refused_before_approval(
+    keel_home, door, run, client
+):
+    """The default rule holds a client's command job for approval; one asking for a secret
+    its owner is not granted is refused at once, not handed to an approver."""
+    run("secret.set", name="TOKEN", value=VALUE)
+    govern(run, keel_home, CLIENT_JOBS)
+    spec = job("mine", 'test -n "$TOKEN"', env={"TOKEN": "${secret:TOKEN}"})
+    with pytest.raises(Forbidden, match="not granted"):
+        door.call("cadence.add", spec, Caller(client, "test"))
+    assert run("approval.list") == []
+    run("secret.grant", name="TOKEN", identity=client)
+    with pytest.raises(Pending):
+        door.call("cadence.add", spec, Caller(client, "test"))
+    assert len(run("approval.list")) == 1

@@ -154,39 +154,11 @@ def _add_resources(p: JobIn, identity: str) -> dict:
     return found
 
 
-def _add_basis(call: Call, p: JobIn) -> dict:
-    """The job as it is now (an approved change must find it as it was asked about)."""
-    try:
-        spec = jobs_mod.get_job(call.ledger, p.name)[0].model_dump()
-    except NotFound:
-        spec = None
-    return {f"job {p.name}": spec}
-
-
-@operation(
-    "cadence.add",
-    capability=_add_capability,
-    capabilities=("cadence.write", "cadence.command"),
-    writes=True,
-    resources=_add_resources,
-    basis=_add_basis,
-)
-def cadence_add(call: Call, p: JobIn) -> JobSaved:
-    """Declare a job or change it.
-
-    A command job runs a program on keel's machine (never through a shell; its path is
-    fixed when the job is declared), so it needs `cadence.command`."""
-    data: dict[str, Any] = p.model_dump(exclude_none=True)
-    data["owner"] = _owner(call, p.owner)
-    _check_secrets(call, data["owner"], p.env)
-    kinds = set(call.services.local_runtime().kinds)
-    # A job keeps its zone when changed without naming one; a new job takes the home's.
-    zone = call.services.timezone()
-    with contextlib.suppress(NotFound):
-        zone = jobs_mod.get_job(call.ledger, p.name)[0].tz
-    spec = jobs_mod.parse_job(data, kinds, default_tz=zone)
-    changed = jobs_mod.save_job(call.ledger, spec, call.caller.surface)
-    return JobSaved(**_job(call, spec.name).model_dump(), changed=changed)
+def _precheck(call: Call, p: JobIn) -> str:
+    """The job's owner, once its secrets are found granted to it."""
+    owner = _owner(call, p.owner)
+    _check_secrets(call, owner, p.env)
+    return owner
 
 
 def _owner(call: Call, named: str | None) -> str:
@@ -225,6 +197,41 @@ def _check_secrets(call: Call, owner: str, env: dict[str, str]) -> None:
                 "secret.use",
                 call.operation,
             )
+
+
+def _add_basis(call: Call, p: JobIn) -> dict:
+    """The job as it is now (an approved change must find it as it was asked about)."""
+    try:
+        spec = jobs_mod.get_job(call.ledger, p.name)[0].model_dump()
+    except NotFound:
+        spec = None
+    return {f"job {p.name}": spec}
+
+
+@operation(
+    "cadence.add",
+    capability=_add_capability,
+    capabilities=("cadence.write", "cadence.command"),
+    writes=True,
+    resources=_add_resources,
+    basis=_add_basis,
+    precheck=_precheck,
+)
+def cadence_add(call: Call, p: JobIn) -> JobSaved:
+    """Declare a job or change it.
+
+    A command job runs a program on keel's machine (never through a shell; its path is
+    fixed when the job is declared), so it needs `cadence.command`."""
+    data: dict[str, Any] = p.model_dump(exclude_none=True)
+    data["owner"] = _precheck(call, p)
+    kinds = set(call.services.local_runtime().kinds)
+    # A job keeps its zone when changed without naming one; a new job takes the home's.
+    zone = call.services.timezone()
+    with contextlib.suppress(NotFound):
+        zone = jobs_mod.get_job(call.ledger, p.name)[0].tz
+    spec = jobs_mod.parse_job(data, kinds, default_tz=zone)
+    changed = jobs_mod.save_job(call.ledger, spec, call.caller.surface)
+    return JobSaved(**_job(call, spec.name).model_dump(), changed=changed)
 
 
 class NameIn(Input):

@@ -92,6 +92,8 @@ class Door:
         try:
             rule = call.policy.needs_approval(call.tier, call.capability) if call.policy else None
             if rule is not None and not approval:
+                if op.precheck is not None:
+                    op.precheck(call, params)
                 raise self._hold_for_approval(call, op, params, rule.why, call.policy)
             return op.handler(call, params)
         finally:

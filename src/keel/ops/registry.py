@@ -72,6 +72,10 @@ class Operation:
     #: What the call depends on, as JSON-ready data from (call, validated input): kept
     #: with a request for approval and compared again before the approved action runs.
     basis: Callable[[Any, Any], Any] | None = None
+    #: Checks (call, validated input) a call must pass before it becomes a request for
+    #: approval, so nobody is asked to approve what could never run (the handler checks
+    #: again when it runs).
+    precheck: Callable[[Any, Any], None] | None = None
 
     def capability_for(self, params: BaseModel) -> str:
         """The capability this call needs, given its validated input."""
@@ -112,6 +116,7 @@ def operation(
     resources: Resources | None = None,
     repairs: bool = False,
     basis: Callable[[Any, Any], Any] | None = None,
+    precheck: Callable[[Any, Any], None] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Register `handler(call, params) -> result` as the operation `name`.
 
@@ -152,6 +157,7 @@ def operation(
             resources=resources if resources is not None else {},
             repairs=repairs,
             basis=basis,
+            precheck=precheck,
         )
         return handler
 
