@@ -97,6 +97,23 @@ class PostgresStore(Store):
         row = self.conn.execute("SELECT data FROM blobs WHERE hash = %s", [digest]).fetchone()
         return bytes(row[0]) if row else None
 
+    def drop_blobs(self, digests: Sequence[bytes]) -> None:
+        if digests:
+            self.conn.execute("DELETE FROM blobs WHERE hash = ANY(%s)", [list(digests)])
+
+    def scrub(self) -> list[str]:
+        """Rewrite the tables a forgetting changed, with their indexes and TOAST.
+
+        A plain VACUUM marks the dead row versions' space free but leaves their bytes in
+        the pages (index entries and deleted blobs above all), so only VACUUM FULL, which
+        writes new files from the live rows and drops the old ones, leaves no copy. It
+        holds an exclusive lock on each table while it runs, and it cannot run in a
+        transaction, so it runs after the commit. Outside its reach: PostgreSQL's own
+        write-ahead log and archives, and backups."""
+        for table in ("datoms", "blobs"):
+            self.conn.execute(f"VACUUM FULL {table}")
+        return []
+
     def integrity_problem(self) -> str | None:
         """PostgreSQL checks its own pages (and checksums, when enabled) as it reads them;
         verification's recomputation of every row is the ledger's check."""
