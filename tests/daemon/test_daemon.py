@@ -155,7 +155,9 @@ catch_up = "once"
     finally:
         stop_daemon(proc)
     before = runs(path, "hourly")
-    assert all(r["outcome"] in ("ok", "running") for r in before), [(r["scheduled"], r["outcome"], r.get("error")) for r in before]
+    assert all(r["outcome"] in ("ok", "running") for r in before), [
+        (r["scheduled"], r["outcome"], r.get("error")) for r in before
+    ]
     last = max(r["scheduled"] for r in before)
     # Restart five simulated hours later: the fires in between were missed.
     restart = (datetime.fromisoformat(last) + timedelta(hours=5, minutes=30)).strftime(
