@@ -173,6 +173,10 @@ SAMPLES: dict[str, tuple[list[str], str]] = {
     "governance sign": (["governance", "sign"], "governance.sign"),
     "governance restore": (["governance", "restore"], "governance.restore"),
     "audit": (["audit"], "audit.list"),
+    "approvals list": (["approvals", "list"], "approval.list"),
+    "approvals show": (["approvals", "show", "0123456789"], "approval.show"),
+    "approvals approve": (["approvals", "approve", "0123456789"], "approval.approve"),
+    "approvals deny": (["approvals", "deny", "0123456789"], "approval.deny"),
 }
 #: Commands that call no single operation, and why.
 NOT_AN_OPERATION = {

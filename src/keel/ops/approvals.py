@@ -55,7 +55,7 @@ def approval_list(call: Call, p: ListIn) -> list[ApprovalOut]:
     return [a for a in out if p.state is None or a.state == p.state][: p.limit]
 
 
-class ShowIn(Input):
+class ApprovalShowIn(Input):
     id: ApprovalId
     wait: Annotated[float, Field(ge=0, le=300)] = Field(
         0, description="Seconds to wait for an answer while it is pending."
@@ -63,7 +63,7 @@ class ShowIn(Input):
 
 
 @operation("approval.show", capability="approval.own.read", writes=False)
-def approval_show(call: Call, p: ShowIn) -> ApprovalOut:
+def approval_show(call: Call, p: ApprovalShowIn) -> ApprovalOut:
     """One request: its action, state and outcome. A requester may read its own; reading
     anyone's needs `approval.read`. With `wait`, answers when it leaves `pending`."""
     deadline = time.monotonic() + p.wait
@@ -82,13 +82,13 @@ def approval_show(call: Call, p: ShowIn) -> ApprovalOut:
         time.sleep(0.2)
 
 
-class DecideIn(Input):
+class ApprovalDecideIn(Input):
     id: ApprovalId
     why: Annotated[str | None, Field(max_length=2000)] = Field(None, description="A reason.")
 
 
 @operation("approval.approve", capability="approval.decide", writes=True)
-def approval_approve(call: Call, p: DecideIn) -> ApprovalOut:
+def approval_approve(call: Call, p: ApprovalDecideIn) -> ApprovalOut:
     """Approve a request: its exact action then runs, once, as the requester."""
     found = _decidable(call, p.id)
     ledger = call.ledger
@@ -106,7 +106,7 @@ def approval_approve(call: Call, p: DecideIn) -> ApprovalOut:
 
 
 @operation("approval.deny", capability="approval.decide", writes=True)
-def approval_deny(call: Call, p: DecideIn) -> ApprovalOut:
+def approval_deny(call: Call, p: ApprovalDecideIn) -> ApprovalOut:
     """Deny a request: its action never runs."""
     found = _decidable(call, p.id)
     ops, expect = approvals.move_ops(found, "denied", decided_by=call.identity, reason=p.why)
