@@ -78,7 +78,9 @@ class Forgetting:
     result: TxResult
     entity: str
     attribute: str | None
+    #: The entity's datoms erased, and the datoms elsewhere that quoted what they held.
     datoms: int
+    quotes: int
     blobs: int
     #: Where bytes may still linger, and why (empty when the store scrubbed everything).
     notes: list[str] = field(default_factory=list)

@@ -568,6 +568,7 @@ class Ledger:
                 raise BadInput("forgetting one value needs the attribute that holds it")
             key = self._stored_form(attr, value)
         erased: list[Fact] = []
+        quoting: list[Fact] = []
         dropped: list[bytes] = []
 
         def build(view: View) -> list[dict]:
@@ -587,6 +588,7 @@ class Ledger:
                 if r.v is not None
             ]
             erased[:] = rows + quoted
+            quoting[:] = quoted
             return forget.record_ops(view.as_of + 1, e, a, why, forget.groups(erased))
 
         def erase() -> None:
@@ -602,7 +604,8 @@ class Ledger:
         )
         assert result is not None
         notes = self.store.scrub()
-        return Forgetting(result, e, a, len(erased), len(dropped), notes)
+        quotes = len(quoting)
+        return Forgetting(result, e, a, len(erased) - quotes, quotes, len(dropped), notes)
 
     def _stored_form(self, attr: Attribute, value: Any) -> tuple[bytes, int]:
         """How a store keeps `value` of `attr`: its canonical bytes inline, or its SHA-256

@@ -8,6 +8,7 @@ commit costs two round trips to the server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -108,11 +109,9 @@ class PostgresStore(Store):
         the pages (index entries and deleted blobs above all), so only VACUUM FULL, which
         writes new files from the live rows and drops the old ones, leaves no copy. It
         holds an exclusive lock on each table while it runs, and it cannot run in a
-        transaction, so it runs after the commit. Outside its reach: PostgreSQL's own
-        write-ahead log and archives, and backups."""
-        for table in ("datoms", "blobs"):
-            self.conn.execute(f"VACUUM FULL {table}")
-        return []
+        transaction, so it runs after the commit (see `vacuum_full`). Outside its reach:
+        PostgreSQL's own write-ahead log and archives, and backups."""
+        return vacuum_full(self.conn, ("datoms", "blobs"))
 
     def integrity_problem(self) -> str | None:
         """PostgreSQL checks its own pages (and checksums, when enabled) as it reads them;
@@ -124,3 +123,37 @@ class PostgresStore(Store):
 
 
 _OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+#: How long a scrub waits for transactions older than the erasure to end.
+SNAPSHOT_WAIT = 60.0
+
+
+def vacuum_full(conn: psycopg.Connection, tables: Sequence[str]) -> list[str]:
+    """VACUUM FULL `tables` once no transaction that began before now is still open.
+
+    Such a transaction may still see the row versions an erasure just replaced, so VACUUM
+    FULL would copy them, bytes and all, into the new files. Waits up to `SNAPSHOT_WAIT`
+    seconds for them to end; returns a note naming any that did not."""
+    (since,) = conn.execute("SELECT clock_timestamp()").fetchone()
+    deadline = time.monotonic() + SNAPSHOT_WAIT
+    while True:
+        older = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL AND xact_start < %s",
+                [since],
+            ).fetchall()
+        ]
+        if not older or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    for table in tables:
+        conn.execute(f"VACUUM FULL {table}")
+    if not older:
+        return []
+    return [
+        f"PostgreSQL sessions {', '.join(map(str, older))} kept transactions open from before "
+        f"the erasure, so old row versions of {', '.join(tables)} survive until the next "
+        "VACUUM FULL after they end"
+    ]
