@@ -107,6 +107,7 @@ SAMPLES: dict[str, tuple[list[str], str]] = {
     "verify": (["verify"], "ledger.verify"),
     "checkpoint": (["checkpoint"], "ledger.checkpoint"),
     "restore": (["restore", "x", "--to", "1"], "ledger.restore"),
+    "forget": (["forget", "x", "--why", "a test"], "ledger.forget"),
     "export": (["export", "/dev/null"], "ledger.export"),
     "import": (["import", "/nonexistent.jsonl"], "ledger.import"),
     "identity add": (["identity", "add", "bot"], "identity.add"),
