@@ -408,3 +408,31 @@ def test_a_ref_is_forgotten_by_the_entity_it_names(led):
     assert led.view().value("j", "person/friend") is None
     assert led.view().refs("k") == []
     assert led.verify().ok
+
+
+def test_a_postgresql_session_older_than_the_erasure_is_named_not_waited_on_forever(
+    pg_dsn, operator, monkeypatch
+):
+    """A transaction open since before the erasure may still see the old row versions, and
+    it holds a lock VACUUM FULL waits for: keel waits a while, then says so, and the next
+    forgetting, once it has ended, scrubs what it kept."""
+    import keel.ledger.stores.postgres as pg
+
+    monkeypatch.setattr(pg, "SNAPSHOT_WAIT", 0.3)
+    led = Ledger.open(pg_dsn, signer=operator)
+    led.register_identity("operator", operator.public_key, "operator")
+    led.declare(SCHEMA)
+    secret = marker()
+    led.transact([{"e": "m", "a": "person/email", "v": secret}])
+    with psycopg.connect(pg_dsn) as reader:  # not autocommit: a transaction stays open
+        reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        reader.execute("SELECT count(*) FROM datoms").fetchone()
+        pid = reader.info.backend_pid
+        done = led.forget("m", why="while someone reads")
+        assert any(str(pid) in n for n in done.notes)
+        assert any(n.startswith("datoms was locked") for n in done.notes)
+    assert led.view().value("m", "person/email") is None and led.verify().ok
+    led.transact([{"e": "n", "a": "person/email", "v": "later"}])
+    assert led.forget("n", why="the next one").notes == []
+    led.close()
+    assert pg_rows_holding(pg_dsn, secret.encode()) == []

@@ -132,8 +132,9 @@ def vacuum_full(conn: psycopg.Connection, tables: Sequence[str]) -> list[str]:
     """VACUUM FULL `tables` once no transaction that began before now is still open.
 
     Such a transaction may still see the row versions an erasure just replaced, so VACUUM
-    FULL would copy them, bytes and all, into the new files. Waits up to `SNAPSHOT_WAIT`
-    seconds for them to end; returns a note naming any that did not."""
+    FULL would copy them, bytes and all, into the new files (and while it holds a lock on
+    a table, VACUUM FULL cannot start). Waits up to `SNAPSHOT_WAIT` seconds for them to
+    end, and as long again for each table's lock; returns notes on what it could not do."""
     (since,) = conn.execute("SELECT clock_timestamp()").fetchone()
     deadline = time.monotonic() + SNAPSHOT_WAIT
     while True:
@@ -148,12 +149,23 @@ def vacuum_full(conn: psycopg.Connection, tables: Sequence[str]) -> list[str]:
         if not older or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    for table in tables:
-        conn.execute(f"VACUUM FULL {table}")
-    if not older:
-        return []
-    return [
-        f"PostgreSQL sessions {', '.join(map(str, older))} kept transactions open from before "
-        f"the erasure, so old row versions of {', '.join(tables)} survive until the next "
-        "VACUUM FULL after they end"
-    ]
+    notes = []
+    if older:
+        notes.append(
+            f"PostgreSQL sessions {', '.join(map(str, older))} kept transactions open from "
+            f"before the erasure, so old row versions of {', '.join(tables)} may survive until "
+            "the next forgetting (or a VACUUM FULL) after they end"
+        )
+    conn.execute(f"SET lock_timeout = '{int(SNAPSHOT_WAIT * 1000)}ms'")
+    try:
+        for table in tables:
+            try:
+                conn.execute(f"VACUUM FULL {table}")
+            except psycopg.errors.LockNotAvailable:
+                notes.append(
+                    f"{table} was locked by another session and could not be rewritten; the "
+                    "next forgetting (or a VACUUM FULL) does it"
+                )
+    finally:
+        conn.execute("RESET lock_timeout")
+    return notes
