@@ -37,7 +37,6 @@ DATOMS = f"{_F}datoms"
 WHY = f"{_F}why"
 ENTITY = f"{_F}entity"
 ATTRIBUTE = f"{_F}attribute"
-ATTRS = (DATOMS, WHY, ENTITY, ATTRIBUTE)
 #: Entities that keep the ledger verifiable (or readable): never forgotten.
 STRUCTURAL_ENTITIES = ("identity:", "branch:", "attr:", "forget:")
 STRUCTURAL_ATTRS = ("db/", "keel.identity/", "keel.branch/", _F)
