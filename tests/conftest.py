@@ -204,6 +204,61 @@ def stop_daemon(proc: subprocess.Popen, sig=signal.SIGTERM, timeout=60) -> str:
     return out
 
 
+# -- looking for bytes that must be gone (forgetting) ----------------------------------------
+def files_holding(root: Path, needle: bytes) -> list[str]:
+    """Every file under `root` (databases with their -wal and -shm, blobs, the recall
+    index, anything else) whose bytes contain `needle`, byte by byte."""
+    return [
+        str(p.relative_to(root))
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and needle in p.read_bytes()
+    ]
+
+
+def pg_rows_holding(dsn: str, needle: bytes) -> list[str]:
+    """Tables of the DSN's schema with a row holding `needle`: each row is read whole as
+    text (bytea as hex), and, when the server lets this user read them (a superuser),
+    every relation file of the schema (tables, indexes, TOAST) after a CHECKPOINT."""
+    forms = [needle.decode("latin-1"), needle.hex()]
+    found = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+            ).fetchall()
+        ]
+        for table in tables:
+            for (row,) in conn.execute(f"SELECT t::text FROM {table} t").fetchall():
+                if any(f in row for f in forms):
+                    found.append(table)
+                    break
+        superuser = conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()[0]
+        if superuser:
+            conn.execute("CHECKPOINT")
+            relations = conn.execute(
+                "SELECT c.oid::regclass::text, pg_relation_filepath(c.oid) FROM pg_class c"
+                " WHERE c.relnamespace = current_schema()::regnamespace"
+                " OR c.oid IN (SELECT reltoastrelid FROM pg_class"
+                "   WHERE relnamespace = current_schema()::regnamespace)"
+                " OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid IN"
+                "   (SELECT reltoastrelid FROM pg_class"
+                "     WHERE relnamespace = current_schema()::regnamespace))"
+            ).fetchall()
+            for name, path in relations:
+                if path is None:
+                    continue
+                data = conn.execute(
+                    "SELECT pg_read_binary_file(%s, 0, (pg_stat_file(%s)).size)", [path, path]
+                ).fetchone()[0]
+                if needle in bytes(data):
+                    found.append(f"file of {name}")
+    return found
+
+
 # -- the door and its surfaces ---------------------------------------------------------------
 @pytest.fixture
 def keel_home(store_kind, tmp_path, request, monkeypatch) -> Home:

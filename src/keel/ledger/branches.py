@@ -169,7 +169,8 @@ def replay_ops(registry: BranchRegistry, source: Branch, parent: Branch) -> list
     entity-attribute the parent changed too since the fork.
 
     The branch registry (keel.branch/*) is bookkeeping about branches, read from every
-    branch; it is never replayed and never clashes."""
+    branch; it is never replayed and never clashes. A forgotten value is not replayed
+    either: it is gone, and a merge must not bring it back."""
     store = registry.store
     ours = store.branch_datoms(source.id, "keel.branch/")
     theirs = store.changed_since(parent.id, source.base, "keel.branch/")
@@ -190,4 +191,5 @@ def replay_ops(registry: BranchRegistry, source: Branch, parent: Branch) -> list
             "valid_to": r.vt,
         }
         for r in ours
+        if r.v is not None
     ]

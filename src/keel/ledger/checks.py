@@ -1,4 +1,4 @@
-"""The rules of verification (docs/ledger-format.md §13), one transaction at a time.
+"""The rules of verification (docs/ledger-format.md §14), one transaction at a time.
 
 `check_tx` recomputes what a single transaction commits to: value digests, datom hashes,
 the datoms root, the schema flag, the transaction hash and its signature. `Sequencer`
@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import encoding, merkle, values
+from . import encoding, forget, merkle, values
 from .encoding import ASSERT
 from .schema import SCHEMA_ATTRS
 from .signing import verify_signature
@@ -36,6 +36,10 @@ class Checked:
     problem: str | None = None
     keys: list[tuple[str, int, bytes]] = field(default_factory=list)
     branches: list[tuple[str, str, object]] = field(default_factory=list)
+    #: Indexes of its datoms whose value was erased, and the (tx, idx) of the datoms its
+    #: forgetting (if it records one) names.
+    erased: list[int] = field(default_factory=list)
+    forgets: list[tuple[int, int]] = field(default_factory=list)
 
 
 def check_tx(
@@ -83,6 +87,14 @@ def check_tx(
                 out.keys.append((e, op, data))
             elif a.startswith("keel.branch/"):
                 out.branches.append((e, a, values.decode(tag, data)))
+            elif a == forget.DATOMS:
+                try:
+                    named = forget.parse_datoms(values.decode(tag, data))
+                except ValueError:
+                    return bad(f"datom {i}: its forgetting does not list [tx, idx, group]s")
+                out.forgets += [(t, x) for t, x, _g in named]
+        else:
+            out.erased.append(i)
         touches_schema = touches_schema or a in SCHEMA_ATTRS
         hashes.append(encoding.datom_hash(e, a, op, tag, vdigest, vf, vt))
     if merkle.root_of(hashes) != root:
@@ -109,6 +121,9 @@ class Sequencer:
         self.branch_ids: dict[str, int] = {}
         self.branch_names: dict[int, str] = {0: "main"}
         self.log = merkle.MerkleLog()
+        #: Datoms named by a forgetting so far, and those found without a value.
+        self.forgotten: set[tuple[int, int]] = set()
+        self.erased: list[tuple[int, int]] = []
 
     def feed(self, c: Checked, names: dict[int, str]) -> str | None:
         if c.problem:
@@ -130,11 +145,25 @@ class Sequencer:
             self.ever_registered.add(key)
         if genesis and c.key not in self.keys.get(c.author, ()):
             return "the first transaction does not register the key that signs it"
+        if c.forgets and c.branch != 0:
+            return "it records a forgetting on a branch (forgettings are written on main)"
+        if any(tx >= c.id for tx, _idx in c.forgets):
+            return "its forgetting names a datom that is not older than it"
+        self.forgotten.update(c.forgets)
+        self.erased += [(c.id, i) for i in c.erased]
         self.register_branches(c.branches)
         self.expected_id += 1
         self.prev = c.hash
         self.time = c.time
         self.log.append(c.hash)
+        return None
+
+    def unaccounted(self) -> tuple[int, str] | None:
+        """The first datom (its tx, and why) whose value is gone though no forgetting
+        names it: erasure is only ever a recorded act."""
+        for tx, i in self.erased:
+            if (tx, i) not in self.forgotten:
+                return tx, f"datom {i} has no value, and no forgetting names it"
         return None
 
     def register_branches(self, facts: Sequence[tuple[str, str, object]]) -> None:

@@ -33,7 +33,9 @@ def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text)
 
 
-def export_lines(store: Store) -> Iterator[dict]:
+def export_lines(store: Store, erased: dict[tuple[int, int], int]) -> Iterator[dict]:
+    """The export's lines; `erased` maps each forgotten datom (tx, idx) to the
+    transaction of the forgetting that names it, which its line says."""
     yield FORMAT
     names = branch_names(store)
     for record in tx_range(store):
@@ -45,19 +47,20 @@ def export_lines(store: Store) -> Iterator[dict]:
                 value = store.get_blob(bytes(d.v))
                 if value is None:
                     raise Corrupt(f"transaction {tx.id}: blob {bytes(d.v).hex()} is missing")
-            datoms.append(
-                {
-                    "e": d.e,
-                    "a": d.a,
-                    "op": d.op,
-                    "type": d.vtype,
-                    "v": _b64(value),
-                    "salt": _b64(d.salt),
-                    "vdigest": bytes(d.vdigest).hex(),
-                    "valid_from": d.vf,
-                    "valid_to": d.vt,
-                }
-            )
+            line = {
+                "e": d.e,
+                "a": d.a,
+                "op": d.op,
+                "type": d.vtype,
+                "v": _b64(value),
+                "salt": _b64(d.salt),
+                "vdigest": bytes(d.vdigest).hex(),
+                "valid_from": d.vf,
+                "valid_to": d.vt,
+            }
+            if value is None and (d.tx, d.idx) in erased:
+                line["forgotten"] = erased[(d.tx, d.idx)]
+            datoms.append(line)
         yield {
             "tx": tx.id,
             "hash": bytes(tx.hash).hex(),
@@ -85,9 +88,9 @@ def export_lines(store: Store) -> Iterator[dict]:
         }
 
 
-def export(store: Store, out: IO[str]) -> int:
+def export(store: Store, out: IO[str], erased: dict[tuple[int, int], int]) -> int:
     count = 0
-    for line in export_lines(store):
+    for line in export_lines(store, erased):
         out.write(json.dumps(line, separators=(",", ":")) + "\n")
         count += "tx" in line
     return count
@@ -178,6 +181,9 @@ def import_file(store: Store, path: Path) -> int:
             pending.append((tx, datoms, blobs))
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"{path} has a malformed record: {exc!r}") from None
+    unnamed = seq.unaccounted()
+    if unnamed:
+        raise Corrupt(f"transaction {unnamed[0]} in {path.name} fails verification: {unnamed[1]}")
     if seq.expected_id - 1 < have:
         raise Corrupt(
             f"{path.name} ends at transaction {seq.expected_id - 1}, "

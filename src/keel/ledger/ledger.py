@@ -11,13 +11,14 @@ exchange; the ledger holds them together and keeps their public methods in one p
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import IO, Any
 
-from . import encoding, exchange, fold, history, proofs, values
+from . import encoding, exchange, fold, forget, history, proofs, values
 from .branches import (
     MAIN,
     Branch,
@@ -30,6 +31,7 @@ from .branches import (
 from .branches import check_name as check_branch_name
 from .encoding import ASSERT
 from .errors import BadInput, Conflict, KeelError, NotFound, Refused, SchemaError
+from .forget import Forgetting, Forgotten
 from .history import TxRecord
 from .identities import (
     check_author,
@@ -56,6 +58,7 @@ from .schema import (
 )
 from .signing import Signer
 from .stores import Store, open_store
+from .stores.base import INLINE_LIMIT
 from .stores.rows import DatomRow, Fact, Head, TxRow
 from .transactions import Datom, Guard, PendingTx, TxResult, seal
 from .verify import Report, verify_store
@@ -107,6 +110,7 @@ class Ledger:
         self._many_since: dict[str, int] = {}
         self._branches = BranchRegistry(store, self._decode)
         self._merkle = proofs.MerkleCache(store)
+        self._erasures = forget.Erasures(store, self._decode)
 
     @classmethod
     def open(cls, target: Any, signer: Signer | None = None, **kw: Any) -> Ledger:
@@ -317,6 +321,8 @@ class Ledger:
     def _decode(self, v: bytes | None, tag: int, big: int) -> Any:
         if v is None:
             return None
+        if big == forget.ERASED:
+            return self._erasures.marker(v)
         data = bytes(v)
         if big:
             blob = self.store.get_blob(data)
@@ -326,21 +332,42 @@ class Ledger:
         return values.decode(tag, data)
 
     def _fold_entity(
-        self, rows: Sequence[Fact], at: int, as_of: int | None = None
+        self, rows: Sequence[Fact], at: int, as_of: int | None = None, marked: bool = False
     ) -> dict[str, Any]:
-        """Values at valid instant `at`, with each attribute's cardinality as of `as_of`."""
+        """Values at valid instant `at`, with each attribute's cardinality as of `as_of`.
+        A forgotten value is its marker when `marked` (reads that show), else absent
+        (reads that compute); either way it folds as the value it was."""
         out: dict[str, Any] = {}
-        for a, group in fold.group_by_attr(rows).items():
+        decode = self._decode
+        for a, group in fold.group_by_attr(self._readable(rows)).items():
             attr = self._schema.get(a) or self.attribute(a)
             if attr.many and (as_of is None or as_of >= self._many_since.get(a, 0)):
-                live = fold.fold_many(group, at)
+                live = [decode(r.v, r.vtype, r.big) for r in fold.fold_many(group, at)]
+                if not marked:
+                    live = [v for v in live if not isinstance(v, Forgotten)]
                 if live:
-                    out[a] = [self._decode(r.v, r.vtype, r.big) for r in live]
+                    out[a] = live
             else:
                 row = fold.fold_one(group, at)
                 if row is not None:
-                    out[a] = self._decode(row.v, row.vtype, row.big)
+                    value = decode(row.v, row.vtype, row.big)
+                    if marked or not isinstance(value, Forgotten):
+                        out[a] = value
         return out
+
+    def _readable(self, rows: Sequence[Fact]) -> Sequence[Fact]:
+        """`rows` with each erased one standing for its forgetting (see `forget.Erasures`):
+        folding still counts it, and decoding it gives the marker."""
+        for r in rows:
+            if r[1] is None:
+                break
+        else:
+            return rows  # the usual case: nothing forgotten
+        return [self._erasures.row(r) if r[1] is None else r for r in rows]
+
+    def _shown(self, tx: int, idx: int, v: bytes | None, tag: int, big: int) -> Any:
+        """A stored datom's value, or its forgetting's marker when it was erased."""
+        return self._erasures.marker_of(tx, idx) if v is None else self._decode(v, tag, big)
 
     # -- writes --------------------------------------------------------------------------
     def transact(
@@ -394,7 +421,10 @@ class Ledger:
         system: bool = False,
         replay: bool = False,
         declare: Sequence[object] = (),
+        after: Callable[[], None] | None = None,
     ) -> TxResult | None:
+        """The one write path. `after` runs in the same store transaction once the rows
+        are in (a forgetting's erasure: both commit, or neither does)."""
         signer = signer or self.signer
         wanted = [parse_declaration(d) for d in declare]
         if signer is None:
@@ -439,6 +469,8 @@ class Ledger:
                 guard(pending)
             sealed = seal(pending, b.id, head.hash, signer)
             self.store.insert(sealed.tx, sealed.datoms, sealed.blobs)
+            if after is not None:
+                after()
         self._merkle.committed(seq, sealed.tx.hash)
         result = TxResult(seq, sealed.tx.hash.hex(), time_us, b.name, prepared.tempids)
         for listener in self._listeners:
@@ -510,6 +542,111 @@ class Ledger:
             branch=branch,
             system=e.startswith(("attr:", "identity:", "branch:")),
         )
+
+    # -- forgetting -----------------------------------------------------------------------
+    def forget(
+        self,
+        e: str,
+        a: str | None = None,
+        value: Any = None,
+        *,
+        why: str,
+        signer: Signer | None = None,
+        also: Sequence[tuple[str, str]] = (),
+    ) -> Forgetting:
+        """Erase the value bytes and salts of `e`'s datoms — of attribute `a` only, and
+        holding `value` only, when given — on every branch and at every point of history,
+        in one signed transaction that records the forgetting (docs/ledger-format.md §12).
+
+        `also` names (entity, attribute) pairs elsewhere that quote what is forgotten (a
+        request to forget it, say); their datoms are erased in the same step. Large values
+        no datom refers to any more leave the blob store, and the store then scrubs its own
+        copies (free pages, log, dead row versions). The chain still verifies; reads show
+        each erased value as forgotten, with who, when and why."""
+        why = forget.check_why(why)
+        e = check_id(e)
+        forget.check_target(e, a)
+        attr = self.attribute(a) if a is not None else None
+        key = None
+        if value is not None:
+            if attr is None:
+                raise BadInput("forgetting one value needs the attribute that holds it")
+            key = self._stored_form(attr, value)
+        erased: list[Fact] = []
+        quoting: list[Fact] = []
+        dropped: list[bytes] = []
+
+        def build(view: View) -> list[dict]:
+            found = self.store.entity_datoms(e, None, a)
+            rows = [r for r in found if r.v is not None]
+            if key is not None:
+                rows = [r for r in rows if (bytes(r.v), r.big) == key]
+            elif a is None:
+                forget.check_rows(e, rows)
+            if not rows:
+                raise NotFound(_nothing_to_forget(e, a, key is not None, bool(found)))
+            quoted = [
+                r
+                for qe, qa in also
+                if not qa.startswith(forget.STRUCTURAL_ATTRS)
+                for r in self.store.entity_datoms(qe, None, qa)
+                if r.v is not None
+            ]
+            erased[:] = rows + quoted
+            quoting[:] = quoted
+            return forget.record_ops(view.as_of + 1, e, a, why, forget.groups(erased))
+
+        def erase() -> None:
+            self.store.erase_values([(r.tx, r.idx) for r in erased])
+            big = sorted({bytes(r.v) for r in erased if r.big and r.v is not None})
+            used = self.store.blobs_in_use(big, list(self._schema)) if big else set()
+            dropped[:] = [d for d in big if d not in used]
+            self.store.drop_blobs(dropped)
+
+        target = f"{e} {a}" if a else e
+        result = self._commit(
+            build, f"forget {target}: {why}", signer=signer, system=True, after=erase
+        )
+        assert result is not None
+        notes = self.store.scrub()
+        quotes = len(quoting)
+        return Forgetting(result, e, a, len(erased) - quotes, quotes, len(dropped), notes)
+
+    def _stored_form(self, attr: Attribute, value: Any) -> tuple[bytes, int]:
+        """How a store keeps `value` of `attr`: its canonical bytes inline, or its SHA-256
+        with the big flag when it lives in the blob store."""
+        coerced = values.coerce(attr.type, value, attr.ident, self.default_tz)
+        if attr.type == "ref":
+            coerced = self.view().resolve_entity(coerced)
+        data = values.encode(attr.tag, coerced)
+        if len(data) > INLINE_LIMIT:
+            return hashlib.sha256(data).digest(), 1
+        return data, 0
+
+    def positions(self, e: str, a: str | None = None) -> list[tuple[int, int]]:
+        """Where each datom of `e` (or of `e`'s `a`) sits, (tx, idx), on every branch:
+        what a forgetting of it would reach."""
+        return [(r.tx, r.idx) for r in self.store.entity_datoms(check_id(e), None, a)]
+
+    def entity_committed(self, e: str, upto: int) -> list[dict]:
+        """`committed`'s datoms for one entity, on main up to transaction `upto`: for a
+        follower that rebuilds what it derived from one entity (after a forgetting)."""
+        rows = self.store.entity_datoms(check_id(e), [(0, upto)])
+        txs = {t: self.store.tx_rows(t, t)[0] for t in sorted({r.tx for r in rows})}
+        return [
+            {
+                "tx": r.tx,
+                "e": e,
+                "a": r.a,
+                "v": self._decode(r.v, r.vtype, r.big),
+                "op": "add" if r.op == ASSERT else "retract",
+                "valid_from": r.vf,
+                "valid_to": r.vt,
+                "tx_time": txs[r.tx].time,
+                "author": txs[r.tx].author,
+            }
+            for r in rows
+        ]
 
     # -- history -------------------------------------------------------------------------
     def head(self) -> Head:
@@ -590,7 +727,7 @@ class Ledger:
         return verify_store(self.store, workers, progress, incremental=True)
 
     def export(self, out: IO[str]) -> int:
-        return exchange.export(self.store, out)
+        return exchange.export(self.store, out, self._erasures.positions())
 
     def import_file(self, path: Path) -> int:
         count = exchange.import_file(self.store, path)
@@ -622,3 +759,13 @@ class Ledger:
             cp = proofs.sign_checkpoint(self.merkle_log(), self.clock(), signer)
             self.store.add_checkpoint(cp)
         return proofs.checkpoint_json(cp)
+
+
+def _nothing_to_forget(e: str, a: str | None, by_value: bool, any_datoms: bool) -> str:
+    """Why a forgetting found nothing to erase, without repeating the value asked for."""
+    what = f"{e} {a}" if a else e
+    if by_value:
+        return f"no datom of {what} holds that value on any branch (or it is forgotten already)"
+    if any_datoms:
+        return f"every value of {what} is forgotten already"
+    return f"there is nothing to forget: {what} has no datoms on any branch"

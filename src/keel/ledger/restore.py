@@ -7,24 +7,36 @@ time. Nothing is rewritten; the restore is one more signed transaction.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import fold
-from .errors import NotFound
+from .errors import NotFound, Refused
+from .forget import Forgotten
 from .instants import FOREVER, SINCE_ALWAYS
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .stores.rows import Fact
     from .view import View
 
 
 def restore_ops(ledger: Ledger, view: View, e: str, then: list[tuple[int, int]]) -> list[dict]:
     """Ops that turn `e` as `view` sees it into `e` as the segments `then` saw it;
     none when the two already match."""
-    old_rows = ledger.store.entity_datoms(e, then)
-    new_rows = ledger.store.entity_datoms(e, view.segments)
+    old_rows = ledger._readable(ledger.store.entity_datoms(e, then))
+    new_rows = ledger._readable(ledger.store.entity_datoms(e, view.segments))
     if not new_rows:
         raise NotFound(f"there is no entity {e!r}")
+
+    def value(row: Fact) -> Any:
+        found = ledger._decode(row.v, row.vtype, row.big)
+        if isinstance(found, Forgotten):
+            raise Refused(
+                f"cannot restore {e}: a value of its {row.a} was forgotten in tx {found.tx}, "
+                "and a forgotten value cannot be written back"
+            )
+        return found
+
     old, new = fold.group_by_attr(old_rows), fold.group_by_attr(new_rows)
     ops: list[dict] = []
     for a in sorted(set(old) | set(new)):
@@ -40,7 +52,7 @@ def restore_ops(ledger: Ledger, view: View, e: str, then: list[tuple[int, int]])
                     "op": "retract",
                     "e": e,
                     "a": a,
-                    "v": ledger._decode(row.v, row.vtype, row.big),
+                    "v": value(row),
                     "valid_from": SINCE_ALWAYS,
                     "valid_to": FOREVER,
                 }
@@ -51,7 +63,7 @@ def restore_ops(ledger: Ledger, view: View, e: str, then: list[tuple[int, int]])
                     "op": "add",
                     "e": e,
                     "a": a,
-                    "v": ledger._decode(s.row.v, s.row.vtype, s.row.big),
+                    "v": value(s.row),
                     "valid_from": s.valid_from,
                     "valid_to": s.valid_to,
                 }

@@ -70,6 +70,10 @@ BUILTIN: dict[str, Attribute] = {
         Attribute("keel.branch/parent", "int", doc="the branch it was forked from"),
         Attribute("keel.branch/base", "int", doc="the transaction it was forked at"),
         Attribute("keel.branch/state", "string", doc="open, merged or dropped"),
+        Attribute("keel.forget/entity", "string", doc="the entity a forgetting erased from"),
+        Attribute("keel.forget/attribute", "string", doc="the attribute it erased, if one"),
+        Attribute("keel.forget/why", "string", doc="why it was forgotten"),
+        Attribute("keel.forget/datoms", "json", doc="the erased datoms: [tx, idx, group]"),
     )
 }
 SCHEMA_ATTRS = ("db/ident", "db/type", "db/cardinality", "db/unique", "db/fulltext", "db/doc")

@@ -138,9 +138,9 @@ def decode(tag: int, data: bytes) -> Any:
 
 
 def to_json(tag: int, value: Any) -> Any:
-    """The value as it appears in JSON output."""
-    if value is None:
-        return None
+    """The value as it appears in JSON output (a forgotten value's marker is already JSON)."""
+    if value is None or (isinstance(value, dict) and "forgotten" in value):
+        return value
     if tag == 5:
         return format_instant(value)
     if tag == 8:

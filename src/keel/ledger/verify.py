@@ -167,6 +167,9 @@ def _verify_rows(
                     for f in futures:
                         f.cancel()
                     break
+    if report.ok and (found := seq.unaccounted()):
+        report.ok = False
+        report.first_bad, report.problem = found
     if report.ok and store.datoms_after(size):
         report.ok, report.first_bad = False, size + 1
         report.problem = "datoms exist beyond the last transaction"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import fold, values
 from .encoding import ASSERT
 from .errors import BadInput, Conflict, NotFound, SchemaError
+from .forget import Forgotten
 from .instants import format_instant
 from .prepare import check_id
 from .schema import Attribute
@@ -54,8 +55,10 @@ class View:
         return self.ledger._fold_entity(rows, self.valid_at, self.as_of).get(a)
 
     def get_json(self, e: str) -> dict[str, Any] | None:
-        entity = self.get(e)
-        if entity is None:
+        """`get` as JSON, for showing: a forgotten value is its marker, not absent."""
+        rows = self.ledger.store.entity_datoms(check_id(e), self.segments)
+        entity = self.ledger._fold_entity(rows, self.valid_at, self.as_of, marked=True)
+        if not entity:
             return None
         out: dict[str, Any] = {"db/id": e}
         for a, v in entity.items():
@@ -123,7 +126,9 @@ class View:
                 {
                     "e": e,
                     "a": r.a,
-                    "v": values.to_json(r.vtype, self.ledger._decode(r.v, r.vtype, r.big)),
+                    "v": values.to_json(
+                        r.vtype, self.ledger._shown(r.tx, r.idx, r.v, r.vtype, r.big)
+                    ),
                     "op": "add" if r.op == ASSERT else "retract",
                     "valid_from": format_instant(r.vf),
                     "valid_to": format_instant(r.vt),
@@ -138,7 +143,7 @@ class View:
     def timeline(self, e: str, a: str) -> list[dict]:
         """What `e`/`a` was over valid time, as known in this view."""
         attr = self.ledger.attribute(a)
-        rows = self.ledger.store.entity_datoms(e, self.segments, a)
+        rows = self.ledger._readable(self.ledger.store.entity_datoms(e, self.segments, a))
         return [
             {
                 "v": values.to_json(attr.tag, self.ledger._decode(r.v, r.vtype, r.big)),
@@ -151,13 +156,15 @@ class View:
 
     def intervals(self, e: str, a: str) -> list[tuple[Any, int, int]]:
         """`timeline` as (value, valid_from, valid_to) in microseconds, for code that
-        computes with the intervals rather than showing them."""
+        computes with the intervals rather than showing them (so without the stretches a
+        forgotten value held)."""
         attr = self.ledger.attribute(a)
-        rows = self.ledger.store.entity_datoms(e, self.segments, a)
-        return [
+        rows = self.ledger._readable(self.ledger.store.entity_datoms(e, self.segments, a))
+        decoded = [
             (self.ledger._decode(r.v, r.vtype, r.big), vf, vt)
             for _k, vf, vt, r in fold.timeline(rows, self._many(attr))
         ]
+        return [d for d in decoded if not isinstance(d[0], Forgotten)]
 
     def resolve_entity(self, ref: Any) -> str:
         """An entity id from an id or a lookup ref `[unique-attr, value]`."""

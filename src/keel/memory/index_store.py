@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..ledger import KeelError, Ledger
+from ..ledger.stores.sqlite import scrub_sqlite
 
 ROW_COLUMNS = "id, e, a, surface, vhash, vf, vt, txf, txt, tx_time, author"
 
@@ -274,6 +275,19 @@ class IndexStore:
     def count(self) -> int:
         return self.execute("SELECT count(*) FROM recall_rows").fetchone()[0]
 
+    def delete_entity(self, e: str) -> int:
+        """Within a write: drop every row derived from entity `e`, and what the index knows
+        of it (its surface and name); returns how many rows there were."""
+        found = self.execute("SELECT count(*) FROM recall_rows WHERE e = ?", [e]).fetchone()[0]
+        self.execute("DELETE FROM recall_rows WHERE e = ?", [e])
+        self.execute("DELETE FROM recall_entities WHERE e = ?", [e])
+        return found
+
+    def scrub(self) -> list[str]:
+        """After deleting rows: leave no copy of them in the index's storage. Returns what
+        could not be done, and why."""
+        raise NotImplementedError
+
 
 _ROW_NAMES = (
     "id",
@@ -329,6 +343,7 @@ class SqliteIndex(IndexStore):
         try:
             self.execute("PRAGMA journal_mode=WAL")
             self.execute("PRAGMA synchronous=NORMAL")
+            self.execute("PRAGMA secure_delete=ON")  # as the ledger: freed bytes are zeroed
             self._in_transaction(self._prepare)
         except IndexUnreadable:
             self.conn.close()
@@ -387,6 +402,26 @@ class SqliteIndex(IndexStore):
             self.execute("INSERT INTO recall_fts (recall_fts) VALUES ('delete-all')")
 
         self._in_transaction(empty)
+
+    def delete_entity(self, e: str) -> int:
+        """Also take the rows' words out of the full-text index: it keeps its own copy of
+        each text's tokens (external content), and a deleted row's stay in their segment
+        until every segment is merged into a new one ('optimize')."""
+        rows = self.execute("SELECT id, text FROM recall_rows WHERE e = ?", [e]).fetchall()
+        for rid, text in rows:
+            self.execute(
+                "INSERT INTO recall_fts (recall_fts, rowid, text) VALUES ('delete', ?, ?)",
+                [rid, text],
+            )
+        super().delete_entity(e)
+        if rows:
+            self.execute("INSERT INTO recall_fts (recall_fts) VALUES ('optimize')")
+        return len(rows)
+
+    def scrub(self) -> list[str]:
+        """As the ledger's file: rebuilt, and its write-ahead log truncated."""
+        with self._guard():
+            return scrub_sqlite(self.conn, self.path)
 
     def close(self) -> None:
         with self._guard():
@@ -501,6 +536,14 @@ class PostgresIndex(IndexStore):
         with self._guard(), self.conn.transaction():
             for table in ("recall_rows", "recall_entities", "recall_meta"):
                 self.execute(f"DELETE FROM {table}")
+
+    def scrub(self) -> list[str]:
+        """As the ledger's tables: rewritten (VACUUM FULL), so no dead row version, index
+        entry or TOAST chunk keeps a deleted text or vector."""
+        from ..ledger.stores.postgres import vacuum_full
+
+        with self._guard():
+            return vacuum_full(self.conn, ("recall_rows", "recall_entities"))
 
     def close(self) -> None:
         with self._guard():

@@ -115,6 +115,13 @@ class Indexer:
                 progress(cursor, head)
         return added
 
+    def rederive(self, e: str) -> None:
+        """Under the index's write lock: index entity `e` afresh, from its datoms up to the
+        cursor as the ledger holds them now (rows made since it was last dropped, by
+        another process catching up, are dropped first, so none is made twice)."""
+        self.store.delete_entity(e)
+        self._apply(self.ledger.entity_committed(e, self.store.cursor()))
+
     def _apply(self, datoms: list[dict]) -> tuple[list[tuple], list[tuple[int, int]]]:
         store = self.store
         for d in datoms:

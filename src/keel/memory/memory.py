@@ -76,6 +76,12 @@ def item_json(view: View, e: str) -> dict[str, Any] | None:
     return out
 
 
+def _at(item: dict[str, Any]) -> str:
+    """An item's time to sort by: a forgotten one (its marker) sorts as having none."""
+    at = item.get("at")
+    return at if isinstance(at, str) else ""
+
+
 class Memory:
     """Memory surfaces over `ledger`. Pass `signer` to write as an identity other than the
     ledger's own (each MCP client writes as itself)."""
@@ -158,7 +164,7 @@ class Memory:
         view = self.view(as_of, valid_at)
         found = [item_json(view, e) for e in view.find("mem/surface", surface)]
         found = [f for f in found if f is not None]
-        found.sort(key=lambda i: (i.get("at") or "", i["id"]), reverse=True)
+        found.sort(key=lambda i: (_at(i), i["id"]), reverse=True)
         return found[:limit]
 
     # -- working memory --------------------------------------------------------------------
@@ -619,7 +625,7 @@ class Memory:
     def day(self, day: str) -> list[dict[str, Any]]:
         view = self.view()
         found = [i for e in view.find("daybook/day", day) if (i := item_json(view, e))]
-        return sorted(found, key=lambda i: i.get("at") or "")
+        return sorted(found, key=_at)
 
 
 def _strings(values: Iterable[str], what: str) -> list[str]:

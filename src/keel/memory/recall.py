@@ -49,6 +49,7 @@ class _Cache:
         self.vectors: np.ndarray | None = None
         self.pos: dict[int, int] = {}
         self.cursor = -1
+        self.epoch: str | None = None
 
     @classmethod
     def loaded(cls, rows: list[tuple], vecs: list[bytes | None], cursor: int) -> _Cache:
@@ -219,11 +220,13 @@ class Recall:
         self.cache.append(rows)
 
     def _sync_cache(self) -> None:
-        """Reload when another process moved the index since this one last looked."""
-        cursor = self.store.cursor()
-        if cursor != self.cache.cursor:
+        """Reload when another process moved the index since this one last looked, or
+        dropped rows from it (a forgetting: its `epoch` moves)."""
+        cursor, epoch = self.store.cursor(), self.store.meta("epoch")
+        if cursor != self.cache.cursor or epoch != self.cache.epoch:
             rows, vecs = self.store.load()
             self.cache = _Cache.loaded(rows, vecs, cursor)
+            self.cache.epoch = epoch
 
     def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Rebuild the index from the ledger, whatever state it is in; returns the rows.
@@ -254,6 +257,54 @@ class Recall:
         self.cache = _Cache()
         self.cache.cursor = 0
         return self._catch_up(progress)
+
+    def forget(self, e: str) -> tuple[int, list[str]]:
+        """Drop every row derived from entity `e` (a forgetting erased some of its values),
+        scrub the index's storage so neither the texts nor their vectors survive there,
+        then derive `e`'s rows again from the ledger as it is now. Returns the rows
+        dropped, and notes on what could not be done.
+
+        Dropping and scrubbing come first and stand on their own: if deriving again fails
+        (an embedder that cannot run, say), the index lacks `e` until `keel reindex`, and
+        never holds what was forgotten. An index that cannot be opened is deleted (it is
+        derived data, rebuilt on its next use) rather than left holding it."""
+        with self.lock:
+            if not self._usable():
+                if self.broken is not None and self.broken.busy:
+                    return 0, [f"{self.broken}; run 'keel forget' again to clean the index"]
+                drop_index(self.ledger)
+                return 0, []
+            store = self.store
+            try:
+                store.begin()
+                try:
+                    dropped = store.delete_entity(e)
+                    store.set_meta("epoch", str(int(store.meta("epoch") or 0) + 1))
+                except BaseException:
+                    store.rollback()
+                    raise
+                store.commit()
+                notes = store.scrub()
+            except IndexUnreadable as exc:
+                self._broke(exc)
+                drop_index(self.ledger)
+                return 0, []
+            try:
+                self._derive(e)
+            except (IndexUnreadable, embedders.Unavailable) as exc:
+                notes.append(f"the recall index lacks {e} until 'keel reindex' ({exc})")
+            self.cache.cursor = -1  # reload: rows are gone
+            return dropped, notes
+
+    def _derive(self, e: str) -> None:
+        store = self.store
+        store.begin()
+        try:
+            self.indexer.rederive(e)
+        except BaseException:
+            store.rollback()
+            raise
+        store.commit()
 
     def status(self) -> dict[str, Any]:
         """The index's state; `healthy` is false while it cannot be used, and `note` then

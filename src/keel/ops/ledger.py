@@ -1,14 +1,17 @@
 """Ledger operations: transactions, reads along both time axes, schema, branches,
-integrity proofs, export and import."""
+forgetting, integrity proofs, export and import."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from ..errors import BadInput, NotFound
+from ..govern import approvals
 from ..ledger import MAIN
 from ..ledger.text import entity_ref, typed_value
 from ..ledger.verify import describe_failure
@@ -318,6 +321,104 @@ def restore(call: Call, p: RestoreIn) -> Written:
     e = _entity(call, p.entity, p.branch)
     result = call.ledger.restore(e, p.to, p.branch, signer=call.signer)
     return Written(tx=result.tx if result else None, id=e)
+
+
+# -- forgetting -------------------------------------------------------------------------------
+class ForgetIn(Input):
+    entity: EntityRef
+    why: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=2000,
+            description="Why it is forgotten: kept, signed, with the forgetting.",
+        ),
+    ]
+    attribute: Annotated[str | None, Field(max_length=200)] = Field(
+        None, description="Only this attribute's datoms (default: every attribute)."
+    )
+    value: Annotated[
+        str | int | float | bool | None,
+        Field(
+            description="Only datoms holding this value (needs `attribute`); text is read by "
+            "the attribute's type."
+        ),
+    ] = None
+
+
+class ForgetResult(Output):
+    tx: int = Field(description="The transaction that records the forgetting.")
+    entity: str
+    attribute: str | None
+    datoms: int = Field(description="The entity's datoms whose value and salt were erased.")
+    quotes: int = Field(
+        description="Datoms elsewhere that quoted what they held (a request to forget it), "
+        "erased too."
+    )
+    blobs: int = Field(description="Large values removed from the blob store.")
+    recall_rows: int = Field(description="Rows the recall index dropped (then derived again).")
+    notes: list[str] = Field(
+        description="Where bytes may still linger, and why (empty when nowhere)."
+    )
+
+
+def _forget_basis(call: Call, p: ForgetIn) -> dict:
+    """Where each datom of the entity (or attribute) sits now, as a digest: an approved
+    forgetting must find them unchanged, or it would erase what its approver never saw."""
+    positions = call.ledger.positions(_entity(call, p.entity), p.attribute)
+    digest = hashlib.sha256(json.dumps(positions).encode()).hexdigest()[:16]
+    return {"datoms": digest}
+
+
+def _quoting(call: Call, p: ForgetIn) -> list[tuple[str, str]]:
+    """Requests to forget this same thing quote the value (or a lookup ref holding one) in
+    their stored input, and their digest is an unsalted hash of that input: both go with
+    the value — for the request this call runs under, and any other like it."""
+    if p.value is None and not isinstance(p.entity, list):
+        return []
+    asked = (p.entity, p.attribute, p.value)
+    ids = [
+        a.id
+        for a in approvals.listing(call.ledger.view())
+        if a.operation == "ledger.forget"
+        and isinstance(a.input, dict)
+        and (a.input.get("entity"), a.input.get("attribute"), a.input.get("value")) == asked
+    ]
+    if call.approval and call.approval not in ids:
+        ids.append(call.approval)
+    return [(approvals.entity(i), f"keel.approval/{f}") for i in ids for f in ("input", "digest")]
+
+
+@operation("ledger.forget", capability="ledger.forget", writes=True, basis=_forget_basis)
+def forget(call: Call, p: ForgetIn) -> ForgetResult:
+    """Erase the values of an entity's datoms — of one attribute, holding one value, when
+    given — on every branch and in all of history, and from the recall index.
+
+    One signed transaction records the forgetting (who, when, why, which datoms); the
+    chain still verifies, and reads show each value as forgotten. It cannot be undone."""
+    ledger = call.ledger
+    e = _entity(call, p.entity)
+    value = p.value
+    if value is not None and p.attribute is None:
+        raise BadInput("ledger.forget: a value needs the attribute that holds it")
+    if p.attribute is not None:
+        ledger.attribute(p.attribute)
+        if isinstance(value, str):
+            value = typed_value(ledger, p.attribute, value)
+    done = ledger.forget(
+        e, p.attribute, value, why=p.why, signer=call.signer, also=_quoting(call, p)
+    )
+    dropped, notes = call.recall().forget(e)
+    return ForgetResult(
+        tx=done.result.tx,
+        entity=e,
+        attribute=p.attribute,
+        datoms=done.datoms,
+        quotes=done.quotes,
+        blobs=done.blobs,
+        recall_rows=dropped,
+        notes=done.notes + notes,
+    )
 
 
 # -- integrity ----------------------------------------------------------------------------------

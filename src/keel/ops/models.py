@@ -152,15 +152,32 @@ class Finding(Output):
     resolved: str | None = None
 
 
+class ForgottenInfo(Output):
+    by: str | None = Field(description="Who forgot it.")
+    tx: int | None = Field(description="The transaction that records the forgetting.")
+    time: str | None
+    why: str | None
+
+
+class ForgottenValue(Output):
+    """What reads show in place of a value that was forgotten (erased, the chain intact)."""
+
+    forgotten: ForgottenInfo
+
+
+#: A value as reads show it: itself, or the marker of its forgetting.
+Shown = str | ForgottenValue
+
+
 class MemoryItem(OpenOutput):
     """A memory item: short keys for its `mem/*` values, `ns/attr` for the rest, facts
-    apart."""
+    apart. A forgotten value shows as its marker, `{"forgotten": {...}}`."""
 
     id: str
-    surface: str | None = None
-    text: str | None = None
-    title: str | None = None
-    source: str | None = None
-    tags: list[str] | None = None
-    at: str | None = None
+    surface: Shown | None = None
+    text: Shown | None = None
+    title: Shown | None = None
+    source: Shown | None = None
+    tags: list[Shown] | None = None
+    at: Shown | None = None
     facts: dict[str, Any] | None = None

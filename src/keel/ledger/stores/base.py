@@ -79,6 +79,16 @@ class Store:
     def get_blob(self, digest: bytes) -> bytes | None:
         raise NotImplementedError
 
+    def drop_blobs(self, digests: Sequence[bytes]) -> None:
+        """Within a write: remove these large values (no datom refers to them any more)."""
+        raise NotImplementedError
+
+    def scrub(self) -> list[str]:
+        """After a write that erased values: make the back end drop every copy it keeps of
+        what was erased (free pages, write-ahead log, dead row versions, blob files).
+        Returns where bytes may still linger and why; empty when none do."""
+        raise NotImplementedError
+
     def integrity_problem(self) -> str | None:
         """What is wrong with the storage itself (a damaged file), below the rows that
         verification recomputes; None when the back end finds nothing."""
@@ -125,6 +135,28 @@ class Store:
         self._executemany(
             self._q(f"INSERT INTO datoms ({DATOM_COLUMNS}) VALUES ({_marks(13)})"), datoms
         )
+
+    def erase_values(self, positions: Sequence[tuple[int, int]]) -> None:
+        """Within a write: drop the value and salt of each datom at (tx, idx), keeping its
+        digest (what forgetting erases; docs/ledger-format.md §12)."""
+        self._executemany(
+            self._q("UPDATE datoms SET v = NULL, salt = NULL WHERE tx = ? AND idx = ?"),
+            positions,
+        )
+
+    def blobs_in_use(self, digests: Sequence[bytes], attrs: Sequence[str]) -> set[bytes]:
+        """Which of these blob keys some datom (of one of `attrs`, every attribute there
+        is) still refers to. Asked per attribute, so each lookup uses the (a, v) index."""
+        used: set[bytes] = set()
+        for digest in digests:
+            marks = ", ".join("?" * len(attrs))
+            row = self.fetchone(
+                f"SELECT 1 FROM datoms WHERE a IN ({marks}) AND v = ? AND big = 1 LIMIT 1",
+                [*attrs, digest],
+            )
+            if row:
+                used.add(digest)
+        return used
 
     def add_checkpoint(self, cp: CheckpointRow) -> None:
         self._execute(
@@ -206,9 +238,12 @@ class Store:
         """How many datoms claim a transaction beyond `tx`."""
         return _first_int(self.fetchone("SELECT count(*) FROM datoms WHERE tx > ?", [tx]))
 
-    def entity_datoms(self, e: str, segments: Segments, attr: str | None = None) -> list[Fact]:
-        """The visible datoms of one entity (or of one of its attributes), oldest first."""
-        vis, params = visibility(segments)
+    def entity_datoms(
+        self, e: str, segments: Segments | None, attr: str | None = None
+    ) -> list[Fact]:
+        """The visible datoms of one entity (or of one of its attributes), oldest first;
+        with no segments, on every branch."""
+        vis, params = visibility(segments) if segments is not None else ("1 = 1", [])
         sql = f"SELECT {FACT_COLUMNS} FROM datoms WHERE e = ? AND {vis}"
         args: list[Any] = [e, *params]
         if attr is not None:

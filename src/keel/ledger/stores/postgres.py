@@ -8,6 +8,7 @@ commit costs two round trips to the server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -97,6 +98,21 @@ class PostgresStore(Store):
         row = self.conn.execute("SELECT data FROM blobs WHERE hash = %s", [digest]).fetchone()
         return bytes(row[0]) if row else None
 
+    def drop_blobs(self, digests: Sequence[bytes]) -> None:
+        if digests:
+            self.conn.execute("DELETE FROM blobs WHERE hash = ANY(%s)", [list(digests)])
+
+    def scrub(self) -> list[str]:
+        """Rewrite the tables a forgetting changed, with their indexes and TOAST.
+
+        A plain VACUUM marks the dead row versions' space free but leaves their bytes in
+        the pages (index entries and deleted blobs above all), so only VACUUM FULL, which
+        writes new files from the live rows and drops the old ones, leaves no copy. It
+        holds an exclusive lock on each table while it runs, and it cannot run in a
+        transaction, so it runs after the commit (see `vacuum_full`). Outside its reach:
+        PostgreSQL's own write-ahead log and archives, and backups."""
+        return vacuum_full(self.conn, ("datoms", "blobs"))
+
     def integrity_problem(self) -> str | None:
         """PostgreSQL checks its own pages (and checksums, when enabled) as it reads them;
         verification's recomputation of every row is the ledger's check."""
@@ -107,3 +123,49 @@ class PostgresStore(Store):
 
 
 _OPEN = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+#: How long a scrub waits for transactions older than the erasure to end.
+SNAPSHOT_WAIT = 60.0
+
+
+def vacuum_full(conn: psycopg.Connection, tables: Sequence[str]) -> list[str]:
+    """VACUUM FULL `tables` once no transaction that began before now is still open.
+
+    Such a transaction may still see the row versions an erasure just replaced, so VACUUM
+    FULL would copy them, bytes and all, into the new files (and while it holds a lock on
+    a table, VACUUM FULL cannot start). Waits up to `SNAPSHOT_WAIT` seconds for them to
+    end, and as long again for each table's lock; returns notes on what it could not do."""
+    (since,) = conn.execute("SELECT clock_timestamp()").fetchone()
+    deadline = time.monotonic() + SNAPSHOT_WAIT
+    while True:
+        older = [
+            r[0]
+            for r in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL AND xact_start < %s",
+                [since],
+            ).fetchall()
+        ]
+        if not older or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    notes = []
+    if older:
+        notes.append(
+            f"PostgreSQL sessions {', '.join(map(str, older))} kept transactions open from "
+            f"before the erasure, so old row versions of {', '.join(tables)} may survive until "
+            "the next forgetting (or a VACUUM FULL) after they end"
+        )
+    conn.execute(f"SET lock_timeout = '{int(SNAPSHOT_WAIT * 1000)}ms'")
+    try:
+        for table in tables:
+            try:
+                conn.execute(f"VACUUM FULL {table}")
+            except psycopg.errors.LockNotAvailable:
+                notes.append(
+                    f"{table} was locked by another session and could not be rewritten; the "
+                    "next forgetting (or a VACUUM FULL) does it"
+                )
+    finally:
+        conn.execute("RESET lock_timeout")
+    return notes

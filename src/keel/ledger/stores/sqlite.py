@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tempfile
@@ -53,11 +54,16 @@ class SqliteStore(Store):
             self.conn.execute("PRAGMA busy_timeout=60000")
             self.conn.execute("PRAGMA cache_size=-65536")
             self.conn.execute("PRAGMA mmap_size=1073741824")
+            # Whatever SQLite frees it overwrites with zeros, so a forgotten value leaves no
+            # copy in a free page or a page's slack (keel deletes almost nothing else).
+            self.conn.execute("PRAGMA secure_delete=ON")
             with self.write():
                 for stmt in DDL:
                     self.conn.execute(stmt)
         except sqlite3.DatabaseError as exc:
             raise KeelError(f"cannot open the ledger at {self.path}: {exc}") from None
+        #: Blobs dropped by the write in progress: their files go once it commits.
+        self._dropped: list[bytes] = []
 
     @property
     def location(self) -> str:
@@ -75,6 +81,7 @@ class SqliteStore(Store):
         try:
             yield
         except BaseException:
+            self._dropped.clear()
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
@@ -108,6 +115,29 @@ class SqliteStore(Store):
         except OSError:
             return None
 
+    def drop_blobs(self, digests: Sequence[bytes]) -> None:
+        """Files are not transactional: they are removed by `scrub`, after the commit."""
+        self._dropped.extend(digests)
+
+    def scrub(self) -> list[str]:
+        """Overwrite and remove the dropped blob files; rebuild the database file; then
+        checkpoint the write-ahead log into it and truncate the log.
+
+        secure_delete zeroes the erased cells themselves, but a b-tree page that was split
+        or rebuilt before keeps stale copies of cells it once held in its unallocated
+        space, which no pragma clears: only VACUUM, which writes every page anew from the
+        live rows, leaves none. The old page images then sit in the log until the
+        checkpoint, and the truncation drops them."""
+        notes = []
+        dropped, self._dropped = self._dropped, []
+        for digest in dropped:
+            try:
+                _shred(self._blob_path(digest))
+            except OSError as exc:
+                notes.append(f"blob {digest.hex()[:16]}… could not be removed: {exc.strerror}")
+        notes += scrub_sqlite(self.conn, self.path)
+        return notes
+
     def integrity_problem(self) -> str | None:
         """SQLite's own structural check of every page (`PRAGMA quick_check`), and the file
         header's write version. Verification recomputes rows; a damaged header or b-tree
@@ -135,6 +165,39 @@ class SqliteStore(Store):
 #: one opens read-only (a higher read version, byte 19, does not open at all).
 _WRITE_VERSION = 18
 _NEWEST_FORMAT = 2
+
+
+def scrub_sqlite(conn: sqlite3.Connection, path: Path) -> list[str]:
+    """Rebuild a SQLite database in WAL mode and truncate its log, so that what was
+    deleted from it survives in neither file; returns what could not be done, and why.
+    Shared with the recall index, which keeps its own file."""
+    notes = []
+    try:
+        conn.execute("VACUUM")
+    except sqlite3.OperationalError as exc:
+        notes.append(f"{path.name} could not be rebuilt ({exc}); stale pages may keep copies")
+    busy, _frames, _done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        notes.append(
+            f"another connection kept {path.name}-wal from being truncated; its old pages go "
+            "at the next checkpoint"
+        )
+    return notes
+
+
+def _shred(path: Path) -> None:
+    """Overwrite a file with zeros, sync it, then unlink it (and its folder, if empty)."""
+    if not path.exists():
+        return
+    with path.open("r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        f.write(bytes(size))
+        f.flush()
+        os.fsync(f.fileno())
+    path.unlink()
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def _read_header(path: Path) -> bytes:

@@ -21,6 +21,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/find", "ledger.find"),
     ("GET", "/log", "ledger.log"),
     ("POST", "/restore", "ledger.restore"),
+    ("POST", "/forget", "ledger.forget"),
     ("POST", "/verify", "ledger.verify"),
     ("POST", "/checkpoints", "ledger.checkpoint"),
     ("GET", "/proofs/inclusion/{tx}", "ledger.proof.inclusion"),

@@ -1,5 +1,5 @@
 """Ledger commands: transact, get, history, find, log, verify, proofs, checkpoints,
-branches, restore, export and import, schema and identities."""
+branches, restore, forget, export and import, schema and identities."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .adapter import (
     call,
     emit,
     emit_data,
+    err,
     local,
     local_path,
     out,
@@ -39,6 +40,9 @@ FileOpt = Annotated[str, typer.Option("--file", "-f", help="A JSON file, or - fo
 
 
 def _value(v: Any) -> str:
+    if isinstance(v, dict) and list(v) == ["forgotten"]:
+        f = v["forgotten"]
+        return f"⟨forgotten by {f['by']} in tx {f['tx']}: {f['why']}⟩"
     return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
 
 
@@ -143,6 +147,38 @@ def restore(
         out().print(f"{result.id} already reads as it did then; nothing written")
     else:
         out().print(f"restored {result.id} in tx {result.tx}")
+
+
+def forget(
+    entity: str,
+    attr: Annotated[str | None, typer.Argument(help="Only this attribute.")] = None,
+    value: Annotated[
+        str | None,
+        typer.Option("--value", help="Only datoms holding this value (read by ATTR's type)."),
+    ] = None,
+    why: Annotated[
+        str | None,
+        typer.Option("--why", help="Why (required): kept, signed, with the forgetting."),
+    ] = None,
+    as_name: AsOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Erase values for good: ENTITY's datoms (of ATTR, holding --value) on every branch and
+    in all of history, and from the recall index. The chain still verifies; reads show who
+    forgot them, when and why. A governance rule may hold it for approval (exit 5)."""
+    from ...errors import BadInput
+
+    if why is None:
+        raise BadInput('keel forget needs --why "...": the reason is kept, signed, with it')
+    arguments = {"entity": entity, "attribute": attr, "value": value, "why": why}
+    result = call("ledger.forget", arguments, as_name, json=as_json)
+    what = f"{result.entity} {result.attribute}" if result.attribute else result.entity
+    out().print(
+        f"forgot {result.datoms} value(s) of {what} in tx {result.tx}: {result.blobs} blob(s) "
+        f"and {result.recall_rows} recall row(s) removed"
+    )
+    for note in result.notes:
+        err().print(f"note: {note}")
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -336,8 +372,6 @@ def branch_drop(name: str, as_json: JsonFlag = False) -> None:
 # -- exchange ---------------------------------------------------------------------------------
 def export_cmd(file: str, as_json: JsonFlag = False) -> None:
     """Write every transaction and checkpoint as JSONL."""
-    from .adapter import err
-
     result = call("ledger.export", {"path": local_path(file)}, json=as_json)
     err().print(f"exported {result.transactions} transactions to {result.path}")
 
@@ -356,7 +390,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(schema_app, name="schema")
     app.add_typer(branch_app, name="branch")
     app.add_typer(proof_app, name="proof")
-    for command in (transact, get, history, find, log, verify, checkpoint, restore):
+    for command in (transact, get, history, find, log, verify, checkpoint, restore, forget):
         app.command()(command)
     app.command("export")(export_cmd)
     app.command("import")(import_cmd)

@@ -97,6 +97,7 @@ TOOLS: dict[str, ToolSpec] = {
     "get_facts": ToolSpec("ledger.get"),
     "history": ToolSpec("ledger.history"),
     "transact": ToolSpec("ledger.transact"),
+    "forget": ToolSpec("ledger.forget"),
     # Approvals: a requester asks about its own request; an approver answers others'.
     "approval": ToolSpec("approval.show"),
     "approvals": ToolSpec("approval.list"),
