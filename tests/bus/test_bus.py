@@ -185,3 +185,52 @@ def test_concurrent_subscribers_each_see_everything(ledger, opener):
         assert wait_for(lambda: counts == {"one": 100, "two": 100})
     finally:
         bus.stop()
+
+
+def test_two_processes_on_one_cursor_keep_running(ledger, opener):
+    """Two buses (two nodes, say) that share a subscription's cursor: a cursor write that
+    finds the other's conflicts, takes the further cursor and goes on — the thread never
+    dies of it, and between them every event is delivered (node-local state has a
+    subscription per node instead: the recall index's)."""
+    got: dict[str, list[str]] = {"a": [], "b": []}
+    buses = []
+    for name in ("a", "b"):
+        bus = Bus(opener, poll=0.02, flush_every=0.0, flush_events=1)
+        bus.subscribe("shared", lambda ev, name=name: got[name].append(ev.id), types=["task"])
+        ledger.on_commit(bus.notify)
+        buses.append(bus)
+    for bus in buses:
+        bus.start()
+    try:
+        expected = {
+            f"{ledger.transact([{'e': f't{i}', 'a': 'task/title', 'v': f'task {i}'}]).tx}.1"
+            for i in range(30)
+        }
+        assert wait_for(lambda: expected <= set(got["a"]) | set(got["b"]), timeout=30), got
+        for bus in buses:
+            (row,) = bus.status(ledger.head().id)
+            assert row["stopped"] is None
+            assert bus.subscriptions["shared"].thread.is_alive()
+    finally:
+        for bus in buses:
+            bus.stop()
+
+
+def test_a_subscription_that_cannot_run_says_so(ledger, opener):
+    """A thread that cannot run at all (here: its connection cannot be opened) ends with
+    the reason in status — which the daemon's health turns into a `thread` finding."""
+    from keel.health.checks import examine
+
+    bus = Bus(opener, poll=0.02)
+    bus.subscribe("doomed", lambda ev: None)
+    bus.open_ledger = lambda: (_ for _ in ()).throw(OSError("the server went away"))
+    bus.start()
+    try:
+        sub = bus.subscriptions["doomed"]
+        assert wait_for(lambda: sub.stopped is not None, timeout=10)
+        assert "the server went away" in bus.status(0)[0]["stopped"]
+        report = examine(ledger, bus=bus)
+        (found,) = [f for f in report.findings if f.check == "thread"]
+        assert found.subject == "doomed" and "the server went away" in found.message
+    finally:
+        bus.stop()

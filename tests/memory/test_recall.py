@@ -331,7 +331,7 @@ def test_the_daemons_index_follows_the_ledger_through_the_bus(home):
         assert status["cursor"] >= head and status["rows"] >= 1
         assert runtime.recall_status()["mode"] == "hybrid"
         subs = {s["name"] for s in runtime.bus.status(head)}
-        assert "recall-index" in subs
+        assert f"recall-index@{home.node}" in subs
     finally:
         runtime.stop()
     # Resumable: a new process's index starts from the cursor it left, not from scratch.

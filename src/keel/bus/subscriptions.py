@@ -5,17 +5,23 @@ most every `flush_every` seconds or `flush_events` events and at shutdown, so a 
 redelivers at most the events since the last flush — never skips one. A handler that keeps
 failing is retried with exponential backoff; after `max_failures` attempts the event is
 dead-lettered (`keel.dead/*`, visible in status and health) and delivery moves on.
+
+A subscription's thread never dies of a passing failure: a cursor write that conflicts
+(another process moved the cursor) takes the ledger's cursor and goes on, and any other
+error (a lost connection) is retried with backoff, shown meanwhile in status. Only a thread
+that cannot run at all stops — and says why (`stopped`, a health finding).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..ledger import Ledger
+from ..ledger import Conflict, Ledger
 from .events import END_OF_TX, START, Event, EventSource, Position
 
 SCHEMA = [
@@ -60,6 +66,7 @@ class Subscription:
     delivered: int = 0
     dead: int = 0
     failing: str | None = None
+    stopped: str | None = None  # why its thread ended, when it ended on an error
     thread: threading.Thread | None = field(default=None, repr=False)
 
     def wants(self, event: Event) -> bool:
@@ -156,32 +163,52 @@ class Bus:
         self._stop = threading.Event()
 
     def _run(self, sub: Subscription) -> None:
+        try:
+            self._follow(sub)
+        except Exception as exc:  # it cannot run at all: status and health say so
+            sub.stopped = "".join(traceback.format_exception_only(exc)).strip()[:2000]
+            traceback.print_exc()
+
+    def _follow(self, sub: Subscription) -> None:
         with self.open_ledger() as ledger:
             source = EventSource(ledger)
             sub.cursor = load_cursor(ledger, sub.name)
             flushed, pending, last_flush = sub.cursor, 0, time.monotonic()
+            failures = 0
             while not self._stop.is_set():
-                events, reached = source.read(sub.cursor)
-                for event in events:
-                    if self._stop.is_set():
-                        break
-                    if sub.wants(event):
-                        self._deliver(ledger, sub, event)
-                    sub.cursor = event.position
-                    pending += 1
-                else:
-                    sub.cursor = max(sub.cursor, reached)
-                # Only progress over real events is worth a cursor write: moving past quiet
-                # transactions (other cursors' writes) redelivers nothing after a crash.
-                due = time.monotonic() - last_flush >= self.flush_every
-                if pending and (pending >= self.flush_events or due):
-                    self._flush(ledger, sub, flushed)
-                    flushed, pending, last_flush = sub.cursor, 0, time.monotonic()
-                if not events and reached.tx >= source.head():
-                    with self._wake:
-                        self._wake.wait(self.poll)
+                try:
+                    events, reached = source.read(sub.cursor)
+                    for event in events:
+                        if self._stop.is_set():
+                            break
+                        if sub.wants(event):
+                            self._deliver(ledger, sub, event)
+                        sub.cursor = event.position
+                        pending += 1
+                    else:
+                        sub.cursor = max(sub.cursor, reached)
+                    # Only progress over real events is worth a cursor write: moving past
+                    # quiet transactions (other cursors' writes) redelivers nothing.
+                    due = time.monotonic() - last_flush >= self.flush_every
+                    if pending and (pending >= self.flush_events or due):
+                        self._flush(ledger, sub, flushed)
+                        flushed, pending, last_flush = sub.cursor, 0, time.monotonic()
+                    if failures:
+                        failures, sub.failing = 0, None
+                    if not events and reached.tx >= source.head():
+                        with self._wake:
+                            self._wake.wait(self.poll)
+                except Conflict:
+                    # Another process moved this cursor: go on from the further of the two.
+                    flushed = load_cursor(ledger, sub.name)
+                    sub.cursor = max(sub.cursor, flushed)
+                except Exception as exc:  # a lost connection, say: retried, never fatal
+                    failures += 1
+                    sub.failing = "".join(traceback.format_exception_only(exc)).strip()[:500]
+                    self._stop.wait(min(sub.backoff * 2**failures, sub.max_backoff))
             if pending:
-                self._flush(ledger, sub, flushed)
+                with contextlib.suppress(Conflict):
+                    self._flush(ledger, sub, flushed)
 
     def _deliver(self, ledger: Ledger, sub: Subscription, event: Event) -> None:
         attempts = 0
@@ -245,6 +272,7 @@ class Bus:
                 "delivered": s.delivered,
                 "dead": s.dead,
                 "failing": s.failing,
+                "stopped": s.stopped,
             }
             for s in self.subscriptions.values()
         ]

@@ -134,8 +134,11 @@ class Runtime:
     def start(self) -> None:
         self.prepare()
         # The index follows the ledger: one catch-up per transaction, resumable from the
-        # cursor the index keeps with its rows.
-        self.bus.subscribe("recall-index", lambda _event: self.recall().catch_up(), ["tx"])
+        # cursor the index keeps with its rows. It is this node's own state, so each node
+        # sharing the ledger follows it under a subscription of its own.
+        self.bus.subscribe(
+            f"recall-index@{self.home.node}", lambda _event: self.recall().catch_up(), ["tx"]
+        )
         self.bus.start()
         self.scheduler.start()
         self.started_at = time.time()

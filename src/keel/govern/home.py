@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import secrets
+import socket
 import stat
 import tomllib
 from dataclasses import dataclass, field
@@ -107,6 +109,39 @@ class Home:
         if key is not None and cached is not None and cached[0] == key:
             return str(cached[1]["operator"])
         return str(self.config()["operator"])
+
+    @property
+    def node(self) -> str:
+        """This home's name among the nodes sharing one ledger: `node` in config.toml, else
+        the host's name and a digest of the home's path (stable across restarts, distinct
+        for two homes on one host). Node-local state (the recall index) is kept per node."""
+        named = self.config().get("node")
+        if named:
+            return str(named)
+        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:6]
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:48] or "host"
+        return f"{host}-{digest}"
+
+    def describe_ledger(self) -> str:
+        """Where the ledger is, as `keel up` announces it: a shared PostgreSQL ledger loudly
+        (host, port, database — never a password — and where the setting came from)."""
+        target = self.db_target()
+        if isinstance(target, Path):
+            return f"{target} (SQLite, this machine only)"
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            parts = conninfo_to_dict(target)
+        except Exception:
+            parts = {}
+        where = (
+            f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+        )
+        source = "KEEL_DB" if os.environ.get("KEEL_DB") else "config.toml"
+        return (
+            f"SHARED PostgreSQL ledger at {where} (from {source}): every node pointed at it "
+            f"writes here; this node is {self.node}"
+        )
 
     def db_target(self) -> str | Path:
         """KEEL_DB (a PostgreSQL DSN) wins over config; else keel.db in the home."""
@@ -271,8 +306,13 @@ def prepare_home(home: Home) -> bool:
             d.mkdir(parents=True, mode=0o700)
             created = True
     if not home.config_path.exists():
-        # A new home keeps time the way this machine does.
-        config = {**DEFAULT_CONFIG, "timezone": local_zone()}
+        # A new home keeps time the way this machine does, and remembers a shared ledger
+        # it was made on: started later without KEEL_DB, it must not fall back to a file.
+        config = {
+            **DEFAULT_CONFIG,
+            "timezone": local_zone(),
+            "db": os.environ.get("KEEL_DB", ""),
+        }
         write_private(home.config_path, tomli_w.dumps(config))
         created = True
     if not home.token_path.exists():

@@ -12,6 +12,7 @@ hold; `record` then opens, keeps or resolves them. A check names its findings
 - `dead`      events dead-lettered for a subscription and still open.
 - `lag`       a subscription whose lag grew at every one of the last N samples (the
               samples live in memory, in a `LagWatch` fed with `Bus.status`).
+- `thread`    a subscription whose thread ended on an error (the daemon's bus only).
 
 `doctor(ledger)` runs them all and records the findings (what `keel doctor` calls; it exits
 non-zero while any finding is open); `doctor_probe` is the cadence probe the `doctor.sweep`
@@ -319,6 +320,16 @@ def check_lag(view: View, now: int, watch: LagWatch) -> list[Finding]:
     return out
 
 
+def check_threads(view: View, now: int, bus: Bus) -> list[Finding]:
+    """A subscription whose thread ended on an error follows the ledger no more (its
+    derived state, such as the recall index, goes stale): an error until it runs again."""
+    return [
+        Finding("thread", row["name"], f"its thread stopped: {row['stopped']}", "error")
+        for row in bus.status(0)
+        if row.get("stopped")
+    ]
+
+
 #: The checks that need nothing but the ledger, in the order doctor runs them.
 CHECKS: dict[str, Check] = {
     "silence": check_silence,
@@ -386,11 +397,13 @@ def examine(
     now: int | None = None,
     lag_watch: LagWatch | None = None,
     extra: dict[str, Check] | None = None,
+    bus: Bus | None = None,
 ) -> Report:
     """Run every check on one view of the ledger and record what they found.
 
     A check that crashes is reported in `errors`; its findings are left as they were. The
-    lag check runs only with a `lag_watch` (its samples live in the daemon's memory);
+    lag check runs only with a `lag_watch` (its samples live in the daemon's memory), the
+    thread check only with the daemon's `bus`;
     `extra` adds checks that need more than the ledger (governance's, which reads a file).
     """
     ensure_schema(ledger)
@@ -401,6 +414,8 @@ def examine(
     runs = {**CHECKS, **(extra or {})}
     if lag_watch is not None:
         runs["lag"] = functools.partial(check_lag, watch=lag_watch)
+    if bus is not None:
+        runs["thread"] = functools.partial(check_threads, bus=bus)
     for name, check in runs.items():
         try:
             found += check(view, now)
@@ -444,7 +459,7 @@ def doctor_probe(
         with ctx.open_ledger() as ledger:
             if lag_watch is not None and bus is not None:
                 lag_watch.feed(bus.status(ledger.head().id))
-            report = examine(ledger, lag_watch=lag_watch)
+            report = examine(ledger, lag_watch=lag_watch, bus=bus)
     except Exception as exc:
         return Outcome("failed", error="".join(traceback.format_exception_only(exc)).strip())
     artifact = report.text().encode()

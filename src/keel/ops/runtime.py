@@ -36,6 +36,7 @@ class Subscription(Output):
     delivered: int
     dead: int
     failing: str | None
+    stopped: str | None = Field(None, description="Why its thread ended, if it did.")
 
 
 class Health(Output):

@@ -279,6 +279,10 @@ class Services:
             raise BadInput(f"{text} is inside the keel home; choose a place outside it")
         return path
 
+    def ledger_description(self) -> str:
+        """Where the ledger is — a shared one said loudly (what `keel up` prints)."""
+        return self.home.describe_ledger()
+
     def timezone(self) -> str:
         """The operator's time zone (IANA name): how people are shown instants."""
         return self.home.timezone().key

@@ -73,7 +73,7 @@ def up(
             f"keel is up: http://{host}:{server.port}/api/v1 "
             f"(token in {services.home.token_path}); MCP at /mcp"
         )
-        out().print(f"ledger: {services.home.db_target()}")
+        out().print(f"ledger: {services.ledger_description()}")
         for job in daemon.next_fires():
             state = "paused" if job["paused"] else f"next {local(job['next'])}"
             out().print(f"  {job['job']}: {state}")
