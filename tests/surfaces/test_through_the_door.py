@@ -154,6 +154,7 @@ SAMPLES: dict[str, tuple[list[str], str]] = {
     "canon set": (["canon", "set", "style", "-"], "memory.canon.set"),
     "canon list": (["canon", "list"], "memory.canon.list"),
     "canon show": (["canon", "show", "style"], "memory.canon.show"),
+    "canon status": (["canon", "status"], "canon.status"),
     "episode add": (["episode", "add", "-", "--agent", "a"], "memory.episode.add"),
     "capture": (["capture", "x"], "memory.capture"),
     "daybook": (["daybook", "x"], "memory.daybook.add"),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..bus import Bus
+from ..cadence import canon
 from ..cadence import jobs as jobs_mod
 from ..cadence.clock import clock_from_env
 from ..cadence.kinds import KINDS, PROBES
@@ -76,6 +77,8 @@ class Runtime:
         hold: Callable[[], str | None] | None = None,
     ):
         self.home = home
+        #: How this node's cadence file stood with the ledger's canon at the last sync.
+        self.canon_state: str | None = None
         self.clock = clock or clock_from_env()
         #: Opens a connection with every write guard installed (`ledgers(as_name)`).
         self._ledgers = ledgers or guarded_ledgers(home)
@@ -118,18 +121,28 @@ class Runtime:
                 self._recall = Recall(self.open_ledger(), embedder)
             return self._recall
 
-    def prepare(self) -> list[str]:
-        """Declare the runtime's schema and load the canon cadence (writing the default
-        cadence on a fresh home). Returns the jobs that changed."""
-        if not self.cadence_file.exists():
-            self.cadence_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.cadence_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(DEFAULT_CADENCE)
+    def prepare(self, on_purpose: bool = False) -> list[str]:
+        """Declare the runtime's schema and bring the canon cadence file and the ledger's
+        canon together (`keel.cadence.canon`): a fresh home's file is the ledger's accepted
+        text, or the default cadence on a new ledger. `on_purpose` (`keel cadence sync`)
+        applies this node's file whatever the ledger holds. Returns the jobs that changed."""
         with self.open_ledger() as ledger:
             ensure_schema(ledger)
+            ledger.declare(canon.SCHEMA, system=True)
+            if not self.cadence_file.exists():
+                text = canon.accepted_text(ledger) or DEFAULT_CADENCE
+                self.cadence_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(self.cadence_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(text)
             zone = self.home.timezone().key  # jobs that name no zone keep the home's time
-            return jobs_mod.sync_canon(ledger, self.cadence_file, set(self.kinds), zone)
+
+            def apply() -> list[str]:
+                return jobs_mod.sync_canon(ledger, self.cadence_file, set(self.kinds), zone)
+
+            synced = canon.sync(ledger, self.cadence_file, self.home.node, apply, on_purpose)
+            self.canon_state = synced.state
+            return synced.changed
 
     def start(self) -> None:
         self.prepare()

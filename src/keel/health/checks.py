@@ -12,6 +12,7 @@ hold; `record` then opens, keeps or resolves them. A check names its findings
 - `dead`      events dead-lettered for a subscription and still open.
 - `lag`       a subscription whose lag grew at every one of the last N samples (the
               samples live in memory, in a `LagWatch` fed with `Bus.status`).
+- `canon`     a node whose canon cadence file and the ledger's canon both changed.
 - `thread`    a subscription whose thread ended on an error (the daemon's bus only).
 
 `doctor(ledger)` runs them all and records the findings (what `keel doctor` calls; it exits
@@ -320,6 +321,25 @@ def check_lag(view: View, now: int, watch: LagWatch) -> list[Finding]:
     return out
 
 
+def check_canon(view: View, now: int) -> list[Finding]:
+    """A node whose canon cadence file and the ledger's canon both changed since they last
+    agreed: neither was overwritten, and the node's file says something the ledger does
+    not until someone settles it."""
+    if not declared(view, "keel.canon-sync/state"):
+        return []
+    return [
+        Finding(
+            "canon",
+            str(view.value(e, "keel.canon-sync/node")),
+            "its canon/cadence.toml and the ledger's canon both changed since they last "
+            "agreed; nothing was overwritten: edit the file to match ('keel canon status'), "
+            "or run 'keel cadence sync' on that node to make its file the canon",
+            "warning",
+        )
+        for e in view.find("keel.canon-sync/state", "conflict")
+    ]
+
+
 def check_threads(view: View, now: int, bus: Bus) -> list[Finding]:
     """A subscription whose thread ended on an error follows the ledger no more (its
     derived state, such as the recall index, goes stale): an error until it runs again."""
@@ -336,6 +356,7 @@ CHECKS: dict[str, Check] = {
     "artifact": check_artifact,
     "missed": check_missed,
     "dead": check_dead_letters,
+    "canon": check_canon,
 }
 
 

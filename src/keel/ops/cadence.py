@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from ..cadence import canon as canon_mod
 from ..cadence import jobs as jobs_mod
 from ..cadence.runs import run_entity, run_json, runs_of
 from ..errors import BadInput, Forbidden, NotFound, Refused
@@ -329,9 +330,34 @@ def cadence_run_info(call: Call, p: RunKeyIn) -> Run:
 
 class Synced(Output):
     changed: list[str] = Field(description="The jobs whose specs changed.")
+    state: str | None = Field(
+        None, description="How this node's file stood with the ledger's canon before."
+    )
 
 
 @operation("cadence.sync", capability="cadence.write", writes=True)
 def cadence_sync(call: Call, p: NoArguments) -> Synced:
-    """Load canon/cadence.toml into the ledger (a fresh home gets the default cadence)."""
-    return Synced(changed=call.services.local_runtime().prepare())
+    """Apply this node's canon/cadence.toml, on purpose: it becomes the ledger's canon
+    (a fresh home gets the ledger's, or the default cadence)."""
+    runtime = call.services.local_runtime()
+    changed = runtime.prepare(on_purpose=True)
+    return Synced(changed=changed, state=runtime.canon_state)
+
+
+class CanonNode(Output):
+    node: str
+    file: str
+    state: str = Field(
+        description="in-sync; behind (another node's edit, not yet synced here); conflict "
+        "(this node's file and the ledger's canon both changed: nothing was overwritten)."
+    )
+    agreed: str | None = Field(description="The digest of the text it last agreed with.")
+    file_digest: str | None = Field(description="Its file's digest when last seen.")
+    ledger_digest: str | None = Field(description="The digest of the ledger's canon.")
+
+
+@operation("canon.status", capability="cadence.read", writes=False)
+def canon_status(call: Call, p: NoArguments) -> list[CanonNode]:
+    """Each node's canon cadence file against the ledger's: the one truth is the ledger's;
+    a node's file is an input and a view."""
+    return [CanonNode(**row) for row in canon_mod.status(call.ledger)]

@@ -43,6 +43,7 @@ MODULES = {
     "audit": "governance",
     "approval": "approvals",
     "secret": "secrets",
+    "canon": "cadence",
 }
 
 Capability = str | Callable[[Any], str]

@@ -8,6 +8,7 @@ the Python facade writes nothing.
 from __future__ import annotations
 
 from ..bus.subscriptions import SCHEMA as BUS
+from ..cadence.canon import SCHEMA as CANON
 from ..cadence.jobs import SCHEMA as JOBS
 from ..cadence.runs import SCHEMA as RUNS
 from ..govern.approvals import SCHEMA as APPROVALS
@@ -18,7 +19,7 @@ from ..health.findings import SCHEMA as FINDINGS
 from ..ledger import Ledger
 from ..memory.model import DECLARATIONS as MEMORY
 
-ALL = [*MEMORY, *JOBS, *RUNS, *BUS, *FINDINGS, *GOVERNANCE, *AUDIT, *APPROVALS, *SECRETS]
+ALL = [*MEMORY, *JOBS, *RUNS, *BUS, *FINDINGS, *GOVERNANCE, *AUDIT, *APPROVALS, *SECRETS, *CANON]
 
 
 def missing(ledger: Ledger) -> bool:

@@ -57,6 +57,7 @@ ROUTES: list[tuple[str, str, str]] = [
     # cadence
     ("GET", "/cadence/jobs", "cadence.list"),
     ("POST", "/cadence/jobs", "cadence.add"),
+    ("GET", "/canon/status", "canon.status"),
     ("GET", "/cadence/jobs/{name}", "cadence.show"),
     ("POST", "/cadence/jobs/{name}/run", "cadence.run"),
     ("POST", "/cadence/jobs/{name}/pause", "cadence.pause"),

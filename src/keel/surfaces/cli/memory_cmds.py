@@ -351,6 +351,18 @@ def canon_show(name: str, as_of: AsOfOpt = None, as_json: JsonFlag = False) -> N
     sys.stdout.write((item.text or "").rstrip("\n") + "\n")
 
 
+@canon_app.command("status")
+def canon_status(as_json: JsonFlag = False) -> None:
+    """Each node's canon/cadence.toml against the ledger's canon (exit 1 on a conflict)."""
+    rows = call("canon.status", json=as_json)
+    t = table("node", "file", "state", "agreed with")
+    for row in rows:
+        t.add_row(row.node, row.file, row.state, (row.agreed or "—")[:12])
+    out().print(t)
+    if any(row.state == "conflict" for row in rows):
+        raise typer.Exit(1)
+
+
 # -- episodes, capture, daybook -----------------------------------------------------------------
 @episode_app.command("add")
 def episode_add(
