@@ -29,9 +29,7 @@ def nodes(ledger, tmp_path):
 
     def sync(node: str, on_purpose: bool = False) -> canon.Synced:
         path = files[node]
-        return canon.sync(
-            ledger, path, node, lambda: jobs_mod.sync_canon(ledger, path), on_purpose
-        )
+        return canon.sync(ledger, path, node, lambda: jobs_mod.sync_canon(ledger, path), on_purpose)
 
     return files, sync
 
