@@ -701,4 +701,6 @@ def test_demo(keel_home, state):
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc
     assert "verify" in proc.stdout.lower()
     assert "signatures and chain intact: True" in proc.stdout
+    assert "[bold]" not in proc.stdout  # its emphasis is rendered, not printed
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100  # piped: readable
     assert state() == before

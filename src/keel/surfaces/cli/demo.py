@@ -5,11 +5,12 @@ signed write, a branch, a restore and a verify. It uses only the Python facade
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from ...errors import NotFound
-from .adapter import out, table
+from .adapter import table
 
 SCHEMA = [
     {"attribute": "person/handle", "type": "string", "unique": "identity", "doc": "a short name"},
@@ -32,9 +33,13 @@ def run_demo() -> None:
 
 
 def _demo(path: Path) -> None:
+    from rich.console import Console
+
     import keel
 
-    console = out()
+    # The demo's own text, with its own emphasis (unlike `out()`, which never reads what it
+    # prints as markup); a pipe gets lines of a readable width.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 100)
     with keel.init(path) as k:
         console.rule("[bold]keel demo")
         console.print(f"A fresh home at {k.home}: config, operator key (mode 0600), ledger.")
