@@ -161,3 +161,16 @@ def test_a_capability_is_allowed_only_when_tier_and_pin_both_allow_it(granted, t
     readable = asked.endswith(".read")
     tier_allows = tier == "T1" or (tier == "T2" and readable)
     assert p.decide("x", OP, asked).allowed == (pinned and tier_allows)
+
+
+def test_a_node_acts_as_the_operators_machine_unless_the_file_names_it():
+    """A node joined with the operator's signature: T0 by default, like the operator; the
+    file can still give it less."""
+
+    policy = Policy.parse(default_text("operator"), "operator")
+    assert policy.rules_for("laptop", "operator", "node").tier == "T0"
+    assert policy.rules_for("laptop", "operator", "agent").tier == "T1"
+    named = Policy.parse(
+        default_text("operator") + '\n[identities.laptop]\ntier = "T2"\n', "operator"
+    )
+    assert named.rules_for("laptop", "operator", "node").tier == "T2"

@@ -155,6 +155,8 @@ SAMPLES: dict[str, tuple[list[str], str]] = {
     "canon list": (["canon", "list"], "memory.canon.list"),
     "canon show": (["canon", "show", "style"], "memory.canon.show"),
     "canon status": (["canon", "status"], "canon.status"),
+    "node list": (["node", "list"], "node.list"),
+    "node approve": (["node", "approve", "laptop", "00" * 32], "node.approve"),
     "episode add": (["episode", "add", "-", "--agent", "a"], "memory.episode.add"),
     "capture": (["capture", "x"], "memory.capture"),
     "daybook": (["daybook", "x"], "memory.daybook.add"),
@@ -191,6 +193,7 @@ NOT_AN_OPERATION = {
     "demo": "runs the facade in a temporary home of its own",
     "up": "is the daemon: it hosts the door",
     "mcp": "serves MCP over stdio: a surface of its own, tested through its tools",
+    "node join": "makes the home (a node of a shared ledger) the door stands in",
 }
 
 

@@ -111,6 +111,13 @@ class Home:
         return str(self.config()["operator"])
 
     @property
+    def identity(self) -> str:
+        """Who this home acts as by default: its operator — or, on a node that joined a
+        shared ledger (`keel node join`), the node's own identity: a node never holds a
+        copy of the operator's key."""
+        return str(self.config().get("identity") or self.operator)
+
+    @property
     def node(self) -> str:
         """This home's name among the nodes sharing one ledger: `node` in config.toml, else
         the host's name and a digest of the home's path (stable across restarts, distinct
@@ -169,7 +176,7 @@ class Home:
     def client_token(self, name: str) -> str:
         """The token a client (an MCP agent, a script) uses to act as identity `name` over
         HTTP; created on first use, mode 0600. The operator's token is `token()`."""
-        if name == self.operator:
+        if name == self.identity:
             return self.token()
         self.signer(name)  # the identity must exist here, or the token would be useless
         tokens = self.path / "tokens"
@@ -189,7 +196,7 @@ class Home:
         if operator.is_file() and secrets.compare_digest(
             token.encode(), operator.read_text().strip().encode()
         ):
-            return self.operator
+            return self.identity
         name = token.partition("~")[0]
         path = self.path / "tokens" / name
         if not (_NAME.match(name) and path.is_file()):
@@ -250,7 +257,7 @@ class Home:
         return self.keys / f"{name}.key"
 
     def signer(self, name: str | None = None) -> Signer:
-        name = name or self.operator
+        name = name or self.identity
         path = self.key_path(name)
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
@@ -263,7 +270,7 @@ class Home:
     def forget_identity(self, name: str) -> None:
         """Delete `name`'s private key and client token from the home (after revocation:
         nothing here can act as it again)."""
-        if not _NAME.match(name) or name == self.operator:
+        if not _NAME.match(name) or name in (self.operator, self.identity):
             raise BadInput(f"{name!r} cannot be removed from this home")
         self.key_path(name).unlink(missing_ok=True)
         (self.path / "tokens" / name).unlink(missing_ok=True)
@@ -289,7 +296,7 @@ class Home:
         return Signer(name, key)
 
     def ledger(self, as_name: str | None = None, **kw) -> Ledger:
-        signer = self.signer(as_name) if as_name or self.key_path(self.operator).exists() else None
+        signer = self.signer(as_name) if as_name or self.key_path(self.identity).exists() else None
         target = self.db_target()
         if isinstance(target, Path) and not target.exists() and target.parent.is_dir():
             # SQLite creates its -wal and -shm files with the database's own mode.

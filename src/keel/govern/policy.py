@@ -250,8 +250,11 @@ class Policy(_Strict):
         """Decisions already made that touch no resource (the policy never changes)."""
         return {}
 
-    def rules_for(self, identity: str, operator: str) -> IdentityRules:
-        if identity == operator:
+    def rules_for(self, identity: str, operator: str, role: str | None = None) -> IdentityRules:
+        """The rules `identity` acts under. The operator, and a node — a machine of the
+        operator's that joined with the operator's signature — are T0 unless the file
+        names them; anyone else not named gets the defaults."""
+        if identity == operator or role == "node":
             return self.identities.get(identity, _OPERATOR)
         return self.identities.get(identity, self.defaults)
 

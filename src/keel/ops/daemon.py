@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..daemon.lock import DaemonLock
 from ..errors import KeelError
+from ..govern.join import started_ops
 from ..govern.secrets import RedactingStream
 from ..health.findings import Finding, record
 from .services import Services, build_runtime
@@ -61,12 +62,23 @@ class Daemon:
             if self.verified.ok:
                 runtime.start()
                 self.started = True
+                self._announce_node()
             else:
                 runtime.started_at = time.time()  # up and answering, running nothing
         except BaseException:
             self.lock.release()
             raise
         return self.verified
+
+    def _announce_node(self) -> None:
+        """Record which machine and version this node started (`keel node list`); a
+        read-only ledger just goes without."""
+        from . import version
+
+        services = self.services
+        with contextlib.suppress(KeelError), services.open_ledger() as ledger:
+            ops = started_ops(services.home.identity, version(), ledger.clock())
+            ledger.transact(ops, f"node {services.home.identity} started")
 
     def _verify(self) -> Verified:
         home = self.services.home

@@ -49,7 +49,7 @@ def ask(
         body = json.dumps(args).encode()
     address = holder.get("address") or "127.0.0.1"
     host = f"[{address}]" if ":" in address else address
-    token = home.client_token(identity or home.operator)
+    token = home.client_token(identity or home.identity)
     request = urllib.request.Request(
         f"http://{host}:{holder['port']}{path}",
         data=body,

@@ -123,7 +123,7 @@ class Door:
                 raise ReadOnly(f"keel is read-only: {verdict.problem or 'it has no ledger yet'}")
             tier = "T0"
         else:
-            tier = policy.rules_for(caller.identity, operator).tier
+            tier = policy.rules_for(caller.identity, operator, role).tier
             if tier != "T0":
                 self._refuse_early(op, arguments, caller, policy, operator)
         params = validate(op, arguments)

@@ -81,7 +81,7 @@ class Keel:
         self._services = services
         self.door = Door(services)
         #: The identity every call is made as.
-        self.caller = identity or services.home.operator
+        self.caller = identity or services.home.identity
         for op in registry.load().values():
             self._bind(op)
 

@@ -65,7 +65,7 @@ def show(call: Call, p: GovernanceShowIn) -> GovernanceState:
     operator = services.home.operator
     rules = []
     for found in ledger.identities():
-        r = policy.rules_for(found["name"], operator) if policy else None
+        r = policy.rules_for(found["name"], operator, found["role"]) if policy else None
         rules.append(
             IdentityRules(name=found["name"], tier=r.tier if r else "?", pins=r.pins if r else [])
         )

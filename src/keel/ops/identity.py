@@ -37,7 +37,7 @@ def identity_list(call: Call, p: NoArguments) -> list[Identity]:
     policy = call.policy
     out = []
     for found in ledger.identities():
-        rules = policy.rules_for(found["name"], operator) if policy else None
+        rules = policy.rules_for(found["name"], operator, found["role"]) if policy else None
         last = ledger.last_tx_of(found["name"])
         out.append(
             Identity(

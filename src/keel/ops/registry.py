@@ -44,6 +44,7 @@ MODULES = {
     "approval": "approvals",
     "secret": "secrets",
     "canon": "cadence",
+    "node": "nodes",
 }
 
 Capability = str | Callable[[Any], str]

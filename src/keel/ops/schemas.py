@@ -14,12 +14,25 @@ from ..cadence.runs import SCHEMA as RUNS
 from ..govern.approvals import SCHEMA as APPROVALS
 from ..govern.audit import SCHEMA as AUDIT
 from ..govern.governance import SCHEMA as GOVERNANCE
+from ..govern.join import SCHEMA as NODES
 from ..govern.secrets import SCHEMA as SECRETS
 from ..health.findings import SCHEMA as FINDINGS
 from ..ledger import Ledger
 from ..memory.model import DECLARATIONS as MEMORY
 
-ALL = [*MEMORY, *JOBS, *RUNS, *BUS, *FINDINGS, *GOVERNANCE, *AUDIT, *APPROVALS, *SECRETS, *CANON]
+ALL = [
+    *MEMORY,
+    *JOBS,
+    *RUNS,
+    *BUS,
+    *FINDINGS,
+    *GOVERNANCE,
+    *AUDIT,
+    *APPROVALS,
+    *SECRETS,
+    *CANON,
+    *NODES,
+]
 
 
 def missing(ledger: Ledger) -> bool:

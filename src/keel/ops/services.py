@@ -25,6 +25,8 @@ from ..govern import audit, governance
 from ..govern.governance import Governance, Verdict
 from ..govern.home import Home, home_dir, prepare_home
 from ..govern.home import init as init_home
+from ..govern.join import Joined
+from ..govern.join import join as join_ledger
 from ..govern.secrets import SecretBox
 from ..health import checks
 from ..health.findings import Finding, record
@@ -106,6 +108,19 @@ class Services:
         if home.config_path.exists():
             return cls.open(home.path)
         return cls.init(home.path)[0]
+
+    @staticmethod
+    def join(dsn: str, name: str, path: str | Path | None = None) -> Joined:
+        """Make (or find) a home on this machine as node `name` of the shared ledger at
+        `dsn`, with a key of its own that the operator approves (`keel.govern.join`)."""
+        return join_ledger(Path(path).expanduser() if path else home_dir(), dsn, name)
+
+    @staticmethod
+    def is_registered(joined: Joined) -> bool:
+        """Whether the operator has approved the key `joined` showed."""
+        with Ledger.open(joined.home.db_target()) as ledger:
+            found = {i["name"]: i for i in ledger.identities()}.get(joined.name)
+        return found is not None and joined.public_key in found["keys"]
 
     @staticmethod
     def prepare(path: str | Path | None = None) -> None:
@@ -245,7 +260,7 @@ class Services:
         ops = audit.denial_ops(identity, operation, capability, surface, reason)
         with contextlib.suppress(KeelError):
             self.ledger().transact(
-                ops, f"refused {operation} to {identity}", signer=self.signer(self.home.operator)
+                ops, f"refused {operation} to {identity}", signer=self.signer(self.home.identity)
             )
 
     def local_runtime(self) -> Runtime:

@@ -38,6 +38,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/identities", "identity.add"),
     ("POST", "/identities/{name}/token", "identity.token"),
     ("POST", "/identities/{name}/revoke", "identity.revoke"),
+    ("GET", "/nodes", "node.list"),
+    ("POST", "/nodes", "node.approve"),
     # governance and its evidence
     ("GET", "/governance", "governance.show"),
     ("GET", "/governance/diff", "governance.diff"),

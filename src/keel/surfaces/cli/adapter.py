@@ -47,7 +47,7 @@ def session(as_name: str | None = None) -> Iterator[tuple[Door, str]]:
 
     services = Services.open()
     try:
-        yield Door(services), as_name or acting_as or services.home.operator
+        yield Door(services), as_name or acting_as or services.home.identity
     finally:
         services.close()
 

@@ -20,6 +20,7 @@ from . import (
     ledger_cmds,
     mcp_cmds,
     memory_cmds,
+    node_cmds,
     runtime_cmds,
     secret_cmds,
 )
@@ -96,6 +97,7 @@ memory_cmds.register(app)
 mcp_cmds.register(app)
 governance_cmds.register(app)
 secret_cmds.register(app)
+node_cmds.register(app)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,0 +1,62 @@
+"""A second machine joins a shared PostgreSQL ledger as a node of its own — a key the
+operator approves, never a copy of the operator's — and runs its own daemon on it."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from conftest import keel, start_daemon, stop_daemon
+from keel.govern.home import Home
+
+
+def test_a_node_joins_with_its_own_key_and_runs(pg_dsn, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    keel("init", env={"KEEL_HOME": str(a), "KEEL_DB": pg_dsn}, check=True)
+    on_a = {"KEEL_HOME": str(a), "KEEL_DB": ""}
+    on_b = {"KEEL_HOME": str(b), "KEEL_DB": ""}
+
+    asked = keel("node", "join", pg_dsn, "--name", "laptop", env=on_b)
+    assert asked.returncode == 5, asked
+    approve = re.search(r"keel node approve laptop ([0-9a-f]{64})", asked.stdout)
+    assert approve, asked.stdout
+    fingerprint = re.search(r"key for node laptop: ([0-9a-f-]{19})", asked.stdout)[1]
+    home_b = Home(b)
+    assert home_b.identity == "laptop" and home_b.config()["db"] == pg_dsn
+    assert sorted(p.name for p in (b / "keys").iterdir()) == ["laptop.key"]  # no operator key
+    assert (b / "canon" / "governance.toml").read_text() == (
+        a / "canon" / "governance.toml"
+    ).read_text()
+    # Until approved, the node acts as nobody.
+    assert keel("capture", "too early", env=on_b).returncode != 0
+
+    done = keel("node", "approve", "laptop", approve[1], env=on_a)
+    assert done.returncode == 0 and fingerprint in done.stdout, done
+    joined = keel("node", "join", pg_dsn, "--name", "laptop", env=on_b)
+    assert joined.returncode == 0 and "is node laptop" in joined.stdout, joined
+
+    # Its daemon runs on the shared ledger as laptop, with its own recall subscription.
+    proc, port = start_daemon(b, extra_env={"KEEL_DB": ""})
+    try:
+        status = json.loads(keel("status", "--json", env=on_b, check=True).stdout)
+        subs = {s["name"]: s for s in status["subscriptions"]}
+        assert f"recall-index@{home_b.node}" in subs
+        assert all(s["stopped"] is None for s in subs.values())
+        wrote = keel("capture", "from the laptop", "--json", env=on_b, check=True)
+        assert wrote.returncode == 0
+    finally:
+        out = stop_daemon(proc)
+    assert "SHARED PostgreSQL ledger" in out and "this node is laptop" in out
+    nodes = json.loads(keel("node", "list", "--json", env=on_a, check=True).stdout)
+    laptop = next(n for n in nodes if n["name"] == "laptop")
+    assert laptop["role"] == "node" and laptop["fingerprint"] == fingerprint
+    assert laptop["host"] and laptop["started"] and laptop["last_seen"]
+    log = json.loads(keel("log", "--json", env=on_a, check=True).stdout.splitlines()[-1])
+    assert log["author"] == "laptop"  # what it wrote, it signed as itself
+
+
+def test_joining_refuses_what_cannot_work(pg_dsn, tmp_path):
+    empty = keel("node", "join", pg_dsn, env={"KEEL_HOME": str(tmp_path / "x"), "KEEL_DB": ""})
+    assert empty.returncode == 2 and "that ledger is empty" in empty.stderr
+    local = keel("node", "join", "/tmp/file.db", env={"KEEL_HOME": str(tmp_path / "y")})
+    assert local.returncode == 2 and "shared PostgreSQL ledger" in local.stderr
