@@ -36,7 +36,7 @@ def test_a_node_joins_with_its_own_key_and_runs(pg_dsn, tmp_path):
     assert joined.returncode == 0 and "is node laptop" in joined.stdout, joined
 
     # Its daemon runs on the shared ledger as laptop, with its own recall subscription.
-    proc, port = start_daemon(b, extra_env={"KEEL_DB": ""})
+    proc, _port = start_daemon(b, extra_env={"KEEL_DB": ""})
     try:
         status = json.loads(keel("status", "--json", env=on_b, check=True).stdout)
         subs = {s["name"]: s for s in status["subscriptions"]}
