@@ -11,8 +11,10 @@ exchange; the ledger holds them together and keeps their public methods in one p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, tzinfo
 from pathlib import Path
@@ -30,7 +32,7 @@ from .branches import (
 )
 from .branches import check_name as check_branch_name
 from .encoding import ASSERT
-from .errors import BadInput, Conflict, KeelError, NotFound, Refused, SchemaError
+from .errors import BadInput, Conflict, Corrupt, KeelError, NotFound, Refused, SchemaError
 from .forget import Forgetting, Forgotten
 from .history import TxRecord
 from .identities import (
@@ -147,7 +149,12 @@ class Ledger:
         by_entity: dict[str, list[Fact]] = {}
         for row in rows:
             by_entity.setdefault(row.e, []).append(row.fact)
-        current = {e: self._fold_entity(rs, fold.LATEST) for e, rs in by_entity.items()}
+        current = {}
+        for e, rs in by_entity.items():
+            # A declaration damaged behind the ledger's back is left out, so the rest can
+            # still be read — `keel verify` above all, which names the damage.
+            with contextlib.suppress(Corrupt):
+                current[e] = self._fold_entity(rs, fold.LATEST)
         self._schema = {**fold_schema(current), **BUILTIN}
         # When each attribute became cardinality many: older views still fold it as one.
         self._many_since = {}
@@ -329,7 +336,15 @@ class Ledger:
             if blob is None:
                 raise KeelError(f"blob {data.hex()} is missing from the blob store")
             data = blob
-        return values.decode(tag, data)
+        try:
+            return values.decode(tag, data)
+        except (ValueError, TypeError, struct.error) as exc:
+            # Bytes that do not decode were changed behind the ledger's back: a reader says
+            # so in one sentence; `keel verify` names the transaction.
+            raise Corrupt(
+                f"a stored value cannot be read ({type(exc).__name__}); the ledger is damaged: "
+                "'keel verify' names the first bad transaction"
+            ) from None
 
     def _fold_entity(
         self, rows: Sequence[Fact], at: int, as_of: int | None = None, marked: bool = False

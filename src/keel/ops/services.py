@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cadence.clock import clock_from_env
 from ..daemon.runtime import Runtime
-from ..errors import BadInput, KeelError, ReadOnly, Unauthorized
+from ..errors import BadInput, Corrupt, KeelError, ReadOnly, Unauthorized
 from ..govern import audit, governance
 from ..govern.governance import Governance, Verdict
 from ..govern.home import Home, home_dir, prepare_home
@@ -142,7 +142,10 @@ class Services:
         if not self._schema_checked:
             self._schema_checked = True
             if not self.home.integrity_problem():
-                self._bootstrap()  # a home made by an older keel
+                # A home made by an older keel. On a ledger damaged behind keel's back this
+                # cannot read the schema; `keel verify` is what names the damage.
+                with contextlib.suppress(Corrupt):
+                    self._bootstrap()
         return ledger
 
     def _bootstrap(self) -> bool:
