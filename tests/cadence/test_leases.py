@@ -200,3 +200,24 @@ def test_a_job_is_told_its_run_fire_and_attempt(env):
 def test_a_lease_must_be_positive(env):
     with pytest.raises(BadInput, match="lease must be longer than 0 seconds"):
         env.scheduler(lease=0)
+
+
+def test_a_run_lost_while_it_waited_for_a_worker_never_starts(env):
+    gate = Gate()
+    env.at("2026-02-02T00:00:30Z")
+    add_gated(env, name="wide", schedule="every 1m", overlap="allow")
+    a = env.scheduler(node="node-a:1", kinds={**KINDS, "gate": gate}, lease=LEASE, workers=1)
+    b = gated(env, Gate(), "node-b:2")
+    a.tick(env.ledger)
+    env.at("2026-02-02T00:02:00Z")
+    a.tick(env.ledger)  # two fires claimed; one worker: the second waits
+    assert gate.entered.acquire(timeout=10)
+    env.at("2026-02-02T00:03:00Z")
+    assert len(b.reclaim(env.ledger)) == 2
+    assert len(a.heartbeat(env.ledger)) == 2
+    head = env.head()
+    gate.open.set()
+    drain(a)
+    assert env.head() == head
+    assert not gate.entered.acquire(timeout=0.5), "a run lost while queued was started"
+    assert {r["keel.run/outcome"] for r in env.runs("wide")} == {"interrupted"}

@@ -268,21 +268,21 @@ class Scheduler:
             extra = {"catch_up": spec.catch_up} if trigger == "catch-up" else {}
             if outcome == "running":
                 extra.update(started=now, node=self.node, **self._lease(now, 1))
-                starting.append(key)
+                starting.append((key, f))
             elif outcome == "pending":
                 extra.update(not_before=now)
             ops += new_run(key, spec.name, f, outcome, trigger, **extra)
             expect.append(claim_expectation(key))
             if outcome == "running":
-                self._mark(spec.name, key, 1)
+                self._mark(spec.name, key)
         try:
             ledger.transact(ops, expect=expect, reason=f"fire {spec.name}")
         except Conflict:
-            for key in starting:  # another node dealt with these fires
+            for key, _ in starting:  # another node dealt with these fires
                 self._unmark(spec.name, key)
             return upcoming
-        for key in starting:
-            self._submit(spec, key, 1, self._scheduled_of(key, launches))
+        for key, f in starting:
+            self._submit(spec, key, 1, f, gen=1)
         return upcoming
 
     def _pass_paused(self, ledger: Ledger, spec: JobSpec, values: dict, now: int) -> None:
@@ -345,24 +345,18 @@ class Scheduler:
                 )
             except Conflict:
                 continue
-            self._mark(name, key, gen)
+            self._mark(name, key)
             self._submit(
-                spec, key, values.get("keel.run/attempt", 1), values.get("keel.run/scheduled")
+                spec, key, values.get("keel.run/attempt", 1), values["keel.run/scheduled"], gen
             )
 
     # -- running --------------------------------------------------------------------------
     def _lease(self, now: int, gen: int) -> dict:
         return {"lease_until": now + self.lease_us, "lease_gen": gen}
 
-    @staticmethod
-    def _scheduled_of(key: str, launches: list[tuple[str, int, str]]) -> int:
-        return next(f for k, f, _ in launches if k == key)
-
-    def _mark(self, job: str, key: str, gen: int) -> None:
+    def _mark(self, job: str, key: str) -> None:
         with self._lock:
             self.in_flight.setdefault(job, set()).add(key)
-        with self._lease_lock:
-            self.leases[key] = gen
 
     def _unmark(self, job: str, key: str) -> None:
         with self._lease_lock:
@@ -371,7 +365,12 @@ class Scheduler:
             self.in_flight.get(job, set()).discard(key)
             self._contexts.pop(key, None)
 
-    def _submit(self, spec: JobSpec, key: str, attempt: int, scheduled: int) -> Future:
+    def _submit(self, spec: JobSpec, key: str, attempt: int, scheduled: int, gen: int) -> Future:
+        """Run a claimed run. Its lease is held from here, after the claim committed: a
+        heartbeat must never renew a claim that may yet fail (and fence a run that then
+        never records)."""
+        with self._lease_lock:
+            self.leases[key] = gen
         fut = self.pool.submit(self._execute, spec, key, attempt, scheduled)
         self.futures.add(fut)
         fut.add_done_callback(self.futures.discard)
@@ -394,6 +393,11 @@ class Scheduler:
             self._contexts[key] = ctx
             if self.stop_event.is_set():
                 ctx.stop.set()
+        with self._lease_lock:
+            lost = key not in self.leases  # lost while it waited for a worker: never start
+        if lost:
+            self._unmark(spec.name, key)
+            return Outcome("interrupted", error=f"{self.node} lost the run's lease")
         kind = self.kinds.get(spec.kind)
         try:
             if kind is None:
@@ -601,8 +605,8 @@ class Scheduler:
         )
         if outcome != "running":
             return key, None
-        self._mark(name, key, 1)
-        return key, self._submit(spec, key, 1, now)
+        self._mark(name, key)
+        return key, self._submit(spec, key, 1, now, gen=1)
 
     def next_fires(self, ledger: Ledger) -> list[dict]:
         now = self.clock.now()
