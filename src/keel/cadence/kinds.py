@@ -9,7 +9,7 @@ are registered by whoever composes the daemon (e.g. health registers `doctor`).
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import errno
 import os
 import signal
 import subprocess
@@ -134,38 +134,42 @@ def environment(spec: JobSpec, ctx: RunContext) -> dict[str, str]:
     return {**env, **secrets.expand(spec.env, {n: box.value(n) for n in names})}
 
 
-#: Linux's prctl, loaded before any fork: a child may call only what is already mapped.
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-_PR_SET_PDEATHSIG = 1
+#: The command's first moments (Linux), run by a Python of its own so that nothing of the
+#: daemon's runs between fork and exec (code there broke the daemon's PostgreSQL
+#: connections): ask the kernel to SIGKILL this process when the thread that started it
+#: dies, give up if the daemon is already gone, then become the command.
+_DIE_WITH_PARENT = """\
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+if os.getppid() != int(sys.argv[1]):
+    os._exit(137)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """Runs in the child between fork and exec (Linux): the kernel kills the command when
-    the thread that forked it dies — with keel's worker threads, when the daemon dies,
-    even by kill -9. Without this a killed daemon's command ran on, finished, and left the
-    ledger saying `interrupted`, so a retry ran the fire a second time. The signal reaches
-    the command's own process (and survives its exec), not processes it forks off."""
-    if _LIBC is None:
-        return None
-
-    def arm() -> None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the daemon died before the signal was armed
-            os._exit(137)
-
-    return arm
+def _dying_with_daemon(argv: list[str]) -> list[str]:
+    """`argv`, started so that the command dies with the daemon, even by kill -9 (Linux).
+    Without it a killed daemon's command ran on, finished, and left the ledger saying
+    `interrupted`, so a retry ran the fire a second time. The signal fires when the
+    starting thread ends — keel starts commands from its worker threads, which live as
+    long as the daemon — and reaches the command's own process (across its exec), not
+    processes it forks off."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
 def _start(argv: list[str], env: dict[str, str], ctx: RunContext) -> subprocess.Popen:
     """The command as its own process group, with no shell between keel and it, dying
     with the daemon."""
+    if not os.access(argv[0], os.X_OK):
+        raise FileNotFoundError(errno.ENOENT, "it is missing or not executable")
     return subprocess.Popen(
-        argv,
+        _dying_with_daemon(argv),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent(os.getpid()),
         cwd=ctx.home,
         env=env,
     )
