@@ -683,6 +683,7 @@ def test_overlap_skip(env):
     env.at("2026-02-02T00:02:00Z")
     a.tick(env.ledger)  # still running here: skipped
     env.at("2026-02-02T00:03:00Z")
+    assert a.heartbeat(env.ledger) == []  # a's lease is live (its heartbeat renewed it)
     b.tick(env.ledger)  # and on another node too, which sees it running in the ledger
     assert [r["keel.run/outcome"] for r in env.runs("long")] == [
         "running",

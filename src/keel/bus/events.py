@@ -19,6 +19,9 @@ from ..ledger.instants import format_instant
 #: Bookkeeping that wakes nobody: cursors, dead letters, and the stamp on each call's
 #: transaction (what it is for is told by the facts beside it).
 QUIET_NAMESPACES = frozenset({"keel.sub", "keel.dead", "keel.call"})
+#: Attributes that wake nobody either: a running run's lease renewals (a heartbeat every
+#: few seconds per run would otherwise wake every subscriber, the recall index first).
+QUIET_ATTRIBUTES = frozenset({"keel.run/lease-until", "keel.run/lease-gen"})
 
 
 class Position(NamedTuple):
@@ -88,7 +91,7 @@ def derive(tx: TxRow, touches: Iterable[tuple[str, str]]) -> list[Event]:
     quiet = True
     for e, a in touches:
         ns = namespace(a)
-        quiet = quiet and ns in QUIET_NAMESPACES
+        quiet = quiet and (ns in QUIET_NAMESPACES or a in QUIET_ATTRIBUTES)
         attrs = groups.setdefault((ns, e), [])
         if a not in attrs:
             attrs.append(a)

@@ -9,9 +9,11 @@ are registered by whoever composes the daemon (e.g. health registers `doctor`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from ..errors import BadInput, Forbidden, KeelError
 from ..govern import secrets
 from ..govern.home import Home
 from ..ledger import Ledger
+from ..ledger.instants import format_instant
 from .jobs import JobSpec, command_argv
 
 
@@ -40,6 +43,11 @@ class RunContext:
     probes: dict[str, Callable[[RunContext], Outcome]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     run: str = ""  # the run's key
+    scheduled: int | None = None  # the fire's instant (µs)
+    attempt: int = 1
+    #: Set (with `stop`) when this node lost the run's lease to another node: the run is
+    #: no longer ours, so it ends at once, with no grace, and its outcome is not recorded.
+    lost: threading.Event = field(default_factory=threading.Event)
 
 
 Kind = Callable[[JobSpec, RunContext], Outcome]
@@ -65,9 +73,10 @@ def run_command(spec: JobSpec, ctx: RunContext) -> Outcome:
     deadline_hit = threading.Event()
 
     def watch() -> None:
-        # Ends the command at its timeout, or when the daemon stops and the grace is over.
+        # Ends the command at its timeout, when the daemon stops and the grace is over, or
+        # at once when the run's lease was lost (another node now owns the fire).
         if ctx.stop.wait(spec.timeout):
-            if proc.poll() is None and not _wait(proc, ctx.grace):
+            if proc.poll() is None and (ctx.lost.is_set() or not _wait(proc, ctx.grace)):
                 _kill(proc)
         elif proc.poll() is None:
             deadline_hit.set()
@@ -80,6 +89,8 @@ def run_command(spec: JobSpec, ctx: RunContext) -> Outcome:
     output = result[0] if result else b""
     if deadline_hit.is_set():
         return Outcome("timed-out", output, f"timed out after {spec.timeout:g}s")
+    if ctx.lost.is_set():
+        return Outcome("interrupted", output, "this node lost the run's lease")
     if ctx.stop.is_set() and code < 0:
         return Outcome("interrupted", output, "the daemon stopped during the run")
     if code != 0:
@@ -88,10 +99,21 @@ def run_command(spec: JobSpec, ctx: RunContext) -> Outcome:
 
 
 def environment(spec: JobSpec, ctx: RunContext) -> dict[str, str]:
-    """The child's environment: keel's own, the job's name and the job's variables, each
-    `${secret:NAME}` replaced by its value — given only when the job's owner is granted
-    that secret, and every use (or refusal) recorded in the ledger first."""
-    env = {**os.environ, "KEEL_JOB": spec.name}
+    """The child's environment: keel's own; the job's name, the run's key, the fire's
+    instant and the attempt (so a command can tell a retry from a first run, or dedupe
+    its own effects by fire); and the job's variables, each `${secret:NAME}` replaced by
+    its value — given only when the job's owner is granted that secret, and every use (or
+    refusal) recorded in the ledger first."""
+    env = {
+        **os.environ,
+        "KEEL_JOB": spec.name,
+        "KEEL_RUN": ctx.run,
+        "KEEL_ATTEMPT": str(ctx.attempt),
+    }
+    if ctx.scheduled is not None:
+        env["KEEL_SCHEDULED"] = format_instant(ctx.scheduled) or ""
+    else:
+        env.pop("KEEL_SCHEDULED", None)  # never a value inherited from keel's own caller
     names = sorted(secrets.references(spec.env))
     if not names:
         return {**env, **spec.env}
@@ -112,10 +134,38 @@ def environment(spec: JobSpec, ctx: RunContext) -> dict[str, str]:
     return {**env, **secrets.expand(spec.env, {n: box.value(n) for n in names})}
 
 
+#: The command's first moments (Linux), run by a Python of its own so that nothing of the
+#: daemon's runs between fork and exec (code there broke the daemon's PostgreSQL
+#: connections): ask the kernel to SIGKILL this process when the thread that started it
+#: dies, give up if the daemon is already gone, then become the command.
+_DIE_WITH_PARENT = """\
+import ctypes, os, sys
+ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+if os.getppid() != int(sys.argv[1]):
+    os._exit(137)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _dying_with_daemon(argv: list[str]) -> list[str]:
+    """`argv`, started so that the command dies with the daemon, even by kill -9 (Linux).
+    Without it a killed daemon's command ran on, finished, and left the ledger saying
+    `interrupted`, so a retry ran the fire a second time. The signal fires when the
+    starting thread ends — keel starts commands from its worker threads, which live as
+    long as the daemon — and reaches the command's own process (across its exec), not
+    processes it forks off."""
+    if not sys.platform.startswith("linux"):
+        return argv
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
+
+
 def _start(argv: list[str], env: dict[str, str], ctx: RunContext) -> subprocess.Popen:
-    """The command as its own process group, with no shell between keel and it."""
+    """The command as its own process group, with no shell between keel and it, dying
+    with the daemon."""
+    if not os.access(argv[0], os.X_OK):
+        raise FileNotFoundError(errno.ENOENT, "it is missing or not executable")
     return subprocess.Popen(
-        argv,
+        _dying_with_daemon(argv),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -3,6 +3,8 @@
 A run's entity is `run:<key>`, with key `<job>@<scheduled instant>` (plus `#n` for a
 retry and `~catch-up` for a catch-up). Creating it is the claim: the transaction expects
 the run not to exist yet, so with several daemons on one ledger each fire runs once.
+A running run carries a lease (holder `node`, `lease-until`, `lease-gen`) that its holder
+renews; a lapsed lease lets any live node reclaim the run (see `scheduler.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,16 @@ SCHEMA = [
     },
     {"attribute": "keel.run/catch-up", "type": "string", "doc": "the policy that applied"},
     {"attribute": "keel.run/node", "type": "string", "doc": "host:pid of the daemon"},
+    {
+        "attribute": "keel.run/lease-until",
+        "type": "instant",
+        "doc": "a running run's lease: past this instant any live node may reclaim it",
+    },
+    {
+        "attribute": "keel.run/lease-gen",
+        "type": "int",
+        "doc": "the lease's generation, moved by every claim, renewal and reclaim (fencing)",
+    },
     {"attribute": "keel.run/artifact", "type": "bytes", "doc": "what the run produced"},
     {"attribute": "keel.run/error", "type": "string"},
 ]
@@ -83,7 +95,7 @@ def claim_expectation(key: str) -> dict:
 
 def run_json(values: dict, with_artifact: bool = False) -> dict:
     out = {k.removeprefix("keel.run/"): v for k, v in values.items() if k != "keel.run/artifact"}
-    for key in ("scheduled", "not-before", "started", "ended"):
+    for key in ("scheduled", "not-before", "started", "ended", "lease-until"):
         if key in out:
             out[key] = format_instant(out[key])
     artifact = values.get("keel.run/artifact")

@@ -19,9 +19,10 @@ from ..cadence import canon
 from ..cadence import jobs as jobs_mod
 from ..cadence.clock import clock_from_env
 from ..cadence.kinds import KINDS, PROBES
-from ..cadence.scheduler import Scheduler, ensure_schema, this_node
+from ..cadence.scheduler import LEASE, Scheduler, ensure_schema, this_node
 from ..govern.home import Home
-from ..ledger import Ledger
+from ..ledger import BadInput, Ledger
+from ..ledger.instants import parse_duration
 from ..memory import rules
 
 if TYPE_CHECKING:
@@ -53,6 +54,21 @@ def redact(location: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", location)
 
 
+def configured_lease(home: Home) -> float:
+    """The lease on a run, in real seconds: `[cadence] lease` in config.toml (e.g. "30s"),
+    or 30 s. Shorter means a dead node's runs are taken over sooner, at the cost of more
+    renewals (one transaction per node every third of it while runs are in flight)."""
+    cadence = home.config().get("cadence", {})
+    text = cadence.get("lease", LEASE) if isinstance(cadence, dict) else LEASE
+    try:
+        lease = parse_duration(text)
+    except BadInput as exc:
+        raise BadInput(f"config cadence.lease: {exc}") from None
+    if lease <= 0:
+        raise BadInput(f"config cadence.lease must be longer than 0 seconds, not {text!r}")
+    return lease
+
+
 def guarded_ledgers(home: Home) -> Callable[..., Ledger]:
     """Ledger connections of `home` with memory's rules installed: the default for a
     runtime built on its own (tests); keel's services pass their own factory."""
@@ -75,6 +91,7 @@ class Runtime:
         grace: float = 10.0,
         ledgers: Callable[..., Ledger] | None = None,
         hold: Callable[[], str | None] | None = None,
+        lease: float | None = None,
     ):
         self.home = home
         #: How this node's cadence file stood with the ledger's canon at the last sync.
@@ -97,6 +114,7 @@ class Runtime:
             late_after=late_after,
             grace=grace,
             hold=hold,
+            lease=configured_lease(home) if lease is None else lease,
         )
         self.started_at: float | None = None
         self._recall: Recall | None = None

@@ -121,6 +121,10 @@ class Run(Output):
     trigger: str | None = None
     catch_up: str | None = None
     node: str | None = None
+    lease_until: str | None = Field(
+        None, description="While running: when the holding node's lease lapses unless renewed."
+    )
+    lease_gen: int | None = None
     error: str | None = None
     artifact_bytes: int = 0
     artifact: str | None = Field(None, description="What the run produced (one run only).")
