@@ -60,3 +60,15 @@ def test_joining_refuses_what_cannot_work(pg_dsn, tmp_path):
     assert empty.returncode == 2 and "that ledger is empty" in empty.stderr
     local = keel("node", "join", "/tmp/file.db", env={"KEEL_HOME": str(tmp_path / "y")})
     assert local.returncode == 2 and "shared PostgreSQL ledger" in local.stderr
+
+
+def test_init_on_a_ledger_another_home_made_points_to_join(pg_dsn, tmp_path):
+    """`keel init` on a shared ledger that already has its operator says to join, and
+    leaves nothing behind that would stand in the way (no key that could never sign)."""
+    keel("init", env={"KEEL_HOME": str(tmp_path / "a"), "KEEL_DB": pg_dsn}, check=True)
+    b = tmp_path / "b"
+    second = keel("init", env={"KEEL_HOME": str(b), "KEEL_DB": pg_dsn})
+    assert second.returncode == 2 and "keel node join" in second.stderr, second
+    assert not list((b / "keys").iterdir()) and not (b / "config.toml").exists()
+    asked = keel("node", "join", pg_dsn, "--name", "laptop", env={"KEEL_HOME": str(b)})
+    assert asked.returncode == 5 and "keel node approve laptop" in asked.stdout, asked

@@ -335,12 +335,27 @@ def init(path: Path | None = None) -> tuple[Home, bool]:
     Returns the home and whether anything was created.
     """
     home = Home(path or home_dir())
+    fresh_home = not home.config_path.exists()
     created = prepare_home(home)
     operator = home.operator
-    if not home.key_path(operator).exists():
-        created = True
+    fresh_key = not home.key_path(operator).exists()
+    created = created or fresh_key
     signer = home.new_key(operator)
     with home.ledger() as ledger:
+        known = {i["name"]: i for i in ledger.identities()} if ledger.head().id else {}
+        if operator in known and signer.public_key.hex() not in known[operator]["keys"]:
+            # A ledger another home made (a shared one): this machine joins it as a node
+            # of its own. Nothing made here is left behind (a key that could never sign,
+            # a config that would stand in the join's way).
+            if fresh_key:
+                home.key_path(operator).unlink(missing_ok=True)
+            if fresh_home:
+                home.config_path.unlink(missing_ok=True)
+                home.token_path.unlink(missing_ok=True)
+            raise BadInput(
+                "that ledger already belongs to another home; make this machine a node of "
+                "it with 'keel node join DSN' (its operator approves it)"
+            )
         if ledger.register_identity(operator, signer.public_key, "operator", signer) is not None:
             created = True
     return home, created
