@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from conftest import keel, start_daemon, stop_daemon
+from conftest import keel, start_daemon, stop_daemon, wait_for
 from keel.govern.home import Home
 
 
@@ -35,24 +35,45 @@ def test_a_node_joins_with_its_own_key_and_runs(pg_dsn, tmp_path):
     joined = keel("node", "join", pg_dsn, "--name", "laptop", env=on_b)
     assert joined.returncode == 0 and "is node laptop" in joined.stdout, joined
 
-    # Its daemon runs on the shared ledger as laptop, with its own recall subscription.
+    # Its daemon runs on the shared ledger as laptop, beside the first machine's, each
+    # with its own recall index following the one ledger.
+    proc_a, _ = start_daemon(a, extra_env={"KEEL_DB": ""})
     proc, _port = start_daemon(b, extra_env={"KEEL_DB": ""})
     try:
         status = json.loads(keel("status", "--json", env=on_b, check=True).stdout)
         subs = {s["name"]: s for s in status["subscriptions"]}
         assert f"recall-index@{home_b.node}" in subs
         assert all(s["stopped"] is None for s in subs.values())
-        wrote = keel("capture", "from the laptop", "--json", env=on_b, check=True)
-        assert wrote.returncode == 0
+        keel("capture", "the boiler service is booked for May", env=on_a, check=True)
+        keel("capture", "from the laptop", env=on_b, check=True)
+
+        def found(env: dict, text: str) -> bool:
+            hits = keel("recall", text, "--json", env=env, check=True).stdout
+            return text.split()[-1] in hits
+
+        assert wait_for(lambda: found(on_b, "boiler booked May"), timeout=30)
+        assert wait_for(lambda: found(on_a, "from the laptop"), timeout=30)
+        # What each node holds: a run the first machine's daemon is running now.
+        keel(
+            "cadence", "add", "slow", "--schedule", "every 1h", "--command", "sleep 6",
+            env=on_a, check=True,
+        )  # fmt: skip
+        ran = json.loads(keel("cadence", "run", "slow", "--wait", "0.2", "--json", env=on_a).stdout)
+        nodes = {n["name"]: n for n in json.loads(keel("node", "list", "--json", env=on_b).stdout)}
+        assert nodes[Home(a).identity]["holds"] == [ran["key"]]
+        assert nodes["laptop"]["holds"] == []
     finally:
         out = stop_daemon(proc)
+        stop_daemon(proc_a)
     assert "SHARED PostgreSQL ledger" in out and "this node is laptop" in out
     nodes = json.loads(keel("node", "list", "--json", env=on_a, check=True).stdout)
     laptop = next(n for n in nodes if n["name"] == "laptop")
     assert laptop["role"] == "node" and laptop["fingerprint"] == fingerprint
     assert laptop["host"] and laptop["started"] and laptop["last_seen"]
-    log = json.loads(keel("log", "--json", env=on_a, check=True).stdout.splitlines()[-1])
-    assert log["author"] == "laptop"  # what it wrote, it signed as itself
+    log = [
+        json.loads(line) for line in keel("log", "--json", env=on_a, check=True).stdout.splitlines()
+    ]
+    assert any(e["author"] == "laptop" for e in log)  # what it wrote, it signed as itself
 
 
 def test_joining_refuses_what_cannot_work(pg_dsn, tmp_path):

@@ -28,17 +28,25 @@ SCHEMA = [
     {"attribute": f"{_N}host", "type": "string", "doc": "the machine a node last started on"},
     {"attribute": f"{_N}version", "type": "string", "doc": "the keel version it started"},
     {"attribute": f"{_N}started", "type": "instant", "doc": "when its daemon last started"},
+    {"attribute": f"{_N}process", "type": "string", "doc": "its daemon's host:pid (runs' holder)"},
 ]
-NODE_ATTRS = {"host": f"{_N}host", "version": f"{_N}version", "started": f"{_N}started"}
+NODE_ATTRS = {
+    "host": f"{_N}host",
+    "version": f"{_N}version",
+    "started": f"{_N}started",
+    "process": f"{_N}process",
+}
 
 
-def started_ops(identity: str, version: str, now: int) -> list[dict]:
-    """What a daemon records about its node as it starts."""
+def started_ops(identity: str, version: str, now: int, process: str) -> list[dict]:
+    """What a daemon records about its node as it starts (`process` is the name its
+    scheduler holds runs under)."""
     e = f"node:{identity}"
     return [
         {"op": "add", "e": e, "a": NODE_ATTRS["host"], "v": socket.gethostname()},
         {"op": "add", "e": e, "a": NODE_ATTRS["version"], "v": version},
         {"op": "add", "e": e, "a": NODE_ATTRS["started"], "v": now},
+        {"op": "add", "e": e, "a": NODE_ATTRS["process"], "v": process},
     ]
 
 

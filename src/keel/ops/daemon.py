@@ -77,7 +77,8 @@ class Daemon:
 
         services = self.services
         with contextlib.suppress(KeelError), services.open_ledger() as ledger:
-            ops = started_ops(services.home.identity, version(), ledger.clock())
+            process = services.runtime.node if services.runtime else ""
+            ops = started_ops(services.home.identity, version(), ledger.clock(), process)
             ledger.transact(ops, f"node {services.home.identity} started")
 
     def _verify(self) -> Verified:

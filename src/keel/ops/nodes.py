@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from ..cadence.runs import runs_of
 from ..errors import BadInput, Conflict
 from ..govern.join import NODE_ATTRS, fingerprint
 from ..ledger.instants import format_instant
@@ -28,6 +29,9 @@ class Node(Output):
     version: str | None = Field(None, description="The keel version it last started.")
     started: str | None = Field(None, description="When its daemon last started.")
     last_seen: str | None = Field(None, description="When it last signed a transaction.")
+    holds: list[str] = Field(
+        default_factory=list, description="The runs its daemon holds now (under a lease)."
+    )
 
 
 def _node(call: Call, found: dict) -> Node:
@@ -35,6 +39,12 @@ def _node(call: Call, found: dict) -> Node:
     facts = ledger.view().get(f"node:{found['name']}") or {}
     last = ledger.last_tx_of(found["name"])
     started = facts.get(NODE_ATTRS["started"])
+    process = facts.get(NODE_ATTRS["process"])
+    holds = [
+        str(r.get("keel.run/key"))
+        for r in (runs_of(ledger, outcome="running") if process else [])
+        if r.get("keel.run/node") == process
+    ]
     return Node(
         name=found["name"],
         role=found["role"],
@@ -43,6 +53,7 @@ def _node(call: Call, found: dict) -> Node:
         version=facts.get(NODE_ATTRS["version"]),
         started=format_instant(started) if started else None,
         last_seen=format_instant(last.time) if last else None,
+        holds=sorted(holds),
     )
 
 

@@ -67,7 +67,7 @@ def approve(
 def node_list(as_json: JsonFlag = False) -> None:
     """The operator's home and every node: host, version, last start, last write."""
     nodes = call("node.list", json=as_json)
-    t = table("name", "role", "key", "host", "version", "started", "last seen")
+    t = table("name", "role", "key", "host", "version", "started", "last seen", "holds")
     for n in nodes:
         t.add_row(
             n.name,
@@ -77,6 +77,7 @@ def node_list(as_json: JsonFlag = False) -> None:
             n.version or "—",
             local(n.started) if n.started else "—",
             local(n.last_seen) if n.last_seen else "—",
+            ", ".join(n.holds) or "—",
         )
     out().print(t)
 
