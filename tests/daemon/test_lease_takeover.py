@@ -6,7 +6,7 @@ not record over the run the other node reclaimed."""
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import signal
 import time
 from pathlib import Path
@@ -19,16 +19,21 @@ LEASE = 2.0
 
 
 def two_nodes(tmp_path: Path, pg_dsn: str, cadence: str) -> tuple[Path, Path]:
-    """Two homes on one PostgreSQL ledger: the second a copy of the first, so its key is
-    one the ledger knows. Both lease their runs for LEASE seconds."""
+    """Two homes on one PostgreSQL ledger: the second joined as a node with a key of its
+    own, approved by the operator (`keel node join`, `keel node approve`). Both lease
+    their runs for LEASE seconds."""
     first = tmp_path / "node1"
     keel("init", env={"KEEL_HOME": str(first), "KEEL_DB": pg_dsn}, check=True)
-    with (first / "config.toml").open("a") as f:
-        f.write(f'\n[cadence]\nlease = "{LEASE:g}s"\n')
     (first / "canon").mkdir(parents=True, exist_ok=True)
     (first / "canon" / "cadence.toml").write_text(cadence)
+    keel("cadence", "sync", env={"KEEL_HOME": str(first), "KEEL_DB": ""}, check=True)
     second = tmp_path / "node2"
-    shutil.copytree(first, second, ignore=shutil.ignore_patterns("daemon.lock"))
+    asked = keel("node", "join", pg_dsn, "--name", "node2", env={"KEEL_HOME": str(second)})
+    key = re.search(r"keel node approve node2 ([0-9a-f]{64})", asked.stdout)[1]
+    keel("node", "approve", "node2", key, env={"KEEL_HOME": str(first)}, check=True)
+    for home in (first, second):
+        with (home / "config.toml").open("a") as f:
+            f.write(f'\n[cadence]\nlease = "{LEASE:g}s"\n')
     return first, second
 
 
