@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from conftest import keel, start_daemon, stop_daemon
@@ -27,14 +28,21 @@ def two_nodes(tmp_path: Path, pg_dsn: str, cadence: str) -> tuple[Path, Path]:
     (first / "canon").mkdir(parents=True, exist_ok=True)
     (first / "canon" / "cadence.toml").write_text(cadence)
     keel("cadence", "sync", env={"KEEL_HOME": str(first), "KEEL_DB": ""}, check=True)
-    second = tmp_path / "node2"
-    asked = keel("node", "join", pg_dsn, "--name", "node2", env={"KEEL_HOME": str(second)})
-    key = re.search(r"keel node approve node2 ([0-9a-f]{64})", asked.stdout)[1]
-    keel("node", "approve", "node2", key, env={"KEEL_HOME": str(first)}, check=True)
-    for home in (first, second):
-        with (home / "config.toml").open("a") as f:
-            f.write(f'\n[cadence]\nlease = "{LEASE:g}s"\n')
+    second = join(first, tmp_path / "node2", pg_dsn)
+    with (first / "config.toml").open("a") as f:
+        f.write(f'\n[cadence]\nlease = "{LEASE:g}s"\n')
     return first, second
+
+
+def join(first: Path, home: Path, pg_dsn: str) -> Path:
+    """A node joined from a clean home, approved on `first`, leasing for LEASE seconds."""
+    name = home.name
+    asked = keel("node", "join", pg_dsn, "--name", name, env={"KEEL_HOME": str(home)})
+    key = re.search(rf"keel node approve {name} ([0-9a-f]{{64}})", asked.stdout)[1]
+    keel("node", "approve", name, key, env={"KEEL_HOME": str(first)}, check=True)
+    with (home / "config.toml").open("a") as f:
+        f.write(f'\n[cadence]\nlease = "{LEASE:g}s"\n')
+    return home
 
 
 def runs(dsn: str, job: str) -> list[dict]:
@@ -181,3 +189,45 @@ overlap = "skip"
     assert history == ["running", "interrupted"], history
     assert "lost its lease" in outputs[paused.pid], outputs[paused.pid]
     assert os.path.exists(log)
+
+
+def test_three_nodes_run_each_fire_once_when_one_dies_between_runs(tmp_path, pg_dsn):
+    """Three nodes schedule one job every 2 s; one is killed with kill -9 between runs.
+    Every fire is claimed once — no duplicate, no gap — and nothing stays running."""
+    log = tmp_path / "log"
+    cadence = f"""
+[[job]]
+name = "tick"
+schedule = "every 2s"
+kind = "command"
+run = "/bin/sh -c 'echo $KEEL_RUN >> {log}'"
+catch_up = "skip"
+"""
+    first, second = two_nodes(tmp_path, pg_dsn, cadence)
+    homes = [first, second, join(first, tmp_path / "node3", pg_dsn)]
+    procs = [start_daemon(h, extra_env={"KEEL_DB": pg_dsn})[0] for h in homes]
+
+    def done() -> list[dict]:
+        return [r for r in runs(pg_dsn, "tick") if r["keel.run/outcome"] == "ok"]
+
+    try:
+        wait_until(lambda: len(done()) >= 4, timeout=60)
+        wait_until(
+            lambda: not [r for r in runs(pg_dsn, "tick") if r["keel.run/outcome"] == "running"]
+        )
+        procs[2].kill()  # between runs
+        procs[2].wait()
+        before = len(done())
+        wait_until(lambda: len(done()) >= before + 4, timeout=60)
+    finally:
+        for p in procs:
+            stop_daemon(p)
+    rows = [r for r in runs(pg_dsn, "tick") if r["keel.run/trigger"] == "schedule"]
+    assert not [r for r in rows if r["keel.run/outcome"] in ("running", "pending")]
+    scheduled = sorted(r["keel.run/scheduled"] for r in rows)
+    assert len(scheduled) == len(set(scheduled)), "a fire was claimed twice"
+    gaps = {b - a for a, b in pairwise(scheduled)}
+    assert gaps == {2_000_000}, f"fires are not every 2 s: {sorted(gaps)}"
+    executed = log.read_text().split()
+    assert len(executed) == len(set(executed)), "a run executed twice"
+    assert len({r["keel.run/node"] for r in rows}) >= 2  # the nodes shared the work
