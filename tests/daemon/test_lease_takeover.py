@@ -230,4 +230,41 @@ catch_up = "skip"
     assert gaps == {2_000_000}, f"fires are not every 2 s: {sorted(gaps)}"
     executed = log.read_text().split()
     assert len(executed) == len(set(executed)), "a run executed twice"
-    assert len({r["keel.run/node"] for r in rows}) >= 2  # the nodes shared the work
+
+
+def test_two_nodes_under_a_fast_clock_share_one_time_and_each_fire(tmp_path, pg_dsn):
+    """Two nodes on one fast clock (3,600×, started at one real instant for both), an
+    hourly job, one node killed with kill -9: a day's fires in seconds, each claimed once,
+    none skipped, nothing left running."""
+    log = tmp_path / "log"
+    cadence = f"""
+[[job]]
+name = "hourly"
+schedule = "every 1h"
+kind = "command"
+run = "/bin/sh -c 'echo $KEEL_RUN >> {log}'"
+catch_up = "skip"
+"""
+    homes = two_nodes(tmp_path, pg_dsn, cadence)  # a lease is real time: 2 s is 2 h here
+    clock = f"2027-06-01T00:00:00Z@3600@{time.time() + 2:.3f}"
+    procs = [start_daemon(h, clock=clock, extra_env={"KEEL_DB": pg_dsn})[0] for h in homes]
+
+    def fired() -> list[dict]:
+        return [r for r in runs(pg_dsn, "hourly") if r["keel.run/trigger"] == "schedule"]
+
+    try:
+        wait_until(lambda: len(fired()) >= 6, timeout=60)
+        procs[1].kill()
+        procs[1].wait()
+        before = len(fired())
+        wait_until(lambda: len(fired()) >= before + 6, timeout=60)
+    finally:
+        for p in procs:
+            stop_daemon(p)
+    rows = fired()
+    assert not [r for r in rows if r["keel.run/outcome"] in ("running", "pending")]
+    scheduled = sorted(r["keel.run/scheduled"] for r in rows)
+    assert len(scheduled) == len(set(scheduled)), "a fire was claimed twice"
+    assert {b - a for a, b in pairwise(scheduled)} == {3_600_000_000}, "an hour was skipped"
+    executed = log.read_text().split()
+    assert len(executed) == len(set(executed)), "a run executed twice"

@@ -26,12 +26,20 @@ class SystemClock:
 
 
 class ScaledClock:
-    def __init__(self, start_us: int, speed: float):
-        self.start_us, self.speed = start_us, speed
+    """Time that starts at `start_us` and runs `speed` times fast. It starts when this
+    process does — or, given `origin` (a Unix time in real seconds), at that real instant,
+    so that several processes (the nodes of one ledger under test) read the same time."""
+
+    def __init__(self, start_us: int, speed: float, origin: float | None = None):
+        self.start_us, self.speed, self.origin = start_us, speed, origin
         self._t0 = time.monotonic()
 
     def now(self) -> int:
-        return self.start_us + int((time.monotonic() - self._t0) * self.speed * US)
+        if self.origin is not None:
+            elapsed = time.time() - self.origin
+        else:
+            elapsed = time.monotonic() - self._t0
+        return self.start_us + int(elapsed * self.speed * US)
 
     def sleep(self, seconds: float, stop: threading.Event) -> None:
         stop.wait(max(0.0, seconds) / self.speed)
@@ -68,8 +76,14 @@ def clock_from_env() -> SystemClock | ScaledClock:
     spec = os.environ.get("KEEL_CLOCK", "").strip()
     if not spec:
         return SystemClock()
-    start, _, speed = spec.partition("@")
+    start, _, rest = spec.partition("@")
+    speed, _, origin = rest.partition("@")
     try:
-        return ScaledClock(parse_instant(start), float(speed or 1))
+        return ScaledClock(
+            parse_instant(start), float(speed or 1), float(origin) if origin else None
+        )
     except ValueError:
-        raise BadInput(f"KEEL_CLOCK {spec!r} must look like 2026-03-07T00:00:00Z@3600") from None
+        raise BadInput(
+            f"KEEL_CLOCK {spec!r} must look like 2026-03-07T00:00:00Z@3600, or with the real "
+            "Unix time it starts at: 2026-03-07T00:00:00Z@3600@1780000000"
+        ) from None
