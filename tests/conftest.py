@@ -30,12 +30,21 @@ _pg_error: str | None = None
 
 def wait_for(predicate, timeout: float = 20.0) -> bool:
     """Whether `predicate()` comes true within `timeout` seconds (polled every 20 ms)."""
+    try:
+        return bool(wait_until(predicate, timeout, every=0.02))
+    except AssertionError:
+        return False
+
+
+def wait_until(predicate, timeout: float = 60.0, every: float = 0.05):
+    """`predicate()`'s first true result within `timeout` seconds, or AssertionError."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+        result = predicate()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
 
 
 def sh(script: str) -> str:

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import keel, sqlite_only, start_daemon, stop_daemon
+from conftest import keel, sqlite_only, start_daemon, stop_daemon, wait_until
 from keel.daemon.lock import read_holder
 from keel.govern.home import Home
 
@@ -46,16 +45,6 @@ def runs(home: Path, job: str) -> list[dict]:
         check=True,
     )
     return json.loads(proc.stdout)
-
-
-def wait_until(predicate, timeout=60.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def write_cadence(home: Path, text: str) -> None:

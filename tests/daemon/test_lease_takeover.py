@@ -12,7 +12,7 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
-from conftest import keel, start_daemon, stop_daemon
+from conftest import keel, start_daemon, stop_daemon, wait_until
 from keel.cadence.runs import run_entity, runs_of
 from keel.ledger import Ledger
 
@@ -48,16 +48,6 @@ def join(first: Path, home: Path, pg_dsn: str) -> Path:
 def runs(dsn: str, job: str) -> list[dict]:
     with Ledger.open(dsn) as ledger:
         return runs_of(ledger, job)
-
-
-def wait_until(predicate, timeout: float = 60.0, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 def alive(pid: int) -> bool:

@@ -95,6 +95,16 @@ JITTER = 0.5
 LEASE = 30.0
 
 
+def still_held(key: str, gen: int | None) -> list[dict]:
+    """What a write about a running run expects: the run still running, under the lease
+    generation the writer holds (or read) — so a holder whose lease was taken, or the
+    second of two reclaimers, writes nothing."""
+    return [
+        {"e": run_entity(key), "a": "keel.run/outcome", "v": "running"},
+        {"e": run_entity(key), "a": "keel.run/lease-gen", "v": gen},
+    ]
+
+
 class Scheduler:
     def __init__(
         self,
@@ -435,10 +445,7 @@ class Scheduler:
             try:
                 ledger.transact(
                     ops,
-                    expect=[
-                        {"e": run_entity(key), "a": "keel.run/outcome", "v": "running"},
-                        {"e": run_entity(key), "a": "keel.run/lease-gen", "v": gen},
-                    ],
+                    expect=still_held(key, gen),
                     reason=f"{key}: {result.outcome}",
                 )
             except Conflict:
@@ -494,10 +501,7 @@ class Scheduler:
         ops, expect = [], []
         for key, gen in held.items():
             ops += facts(key, **self._lease(now, gen + 1))
-            expect += [
-                {"e": run_entity(key), "a": "keel.run/outcome", "v": "running"},
-                {"e": run_entity(key), "a": "keel.run/lease-gen", "v": gen},
-            ]
+            expect += still_held(key, gen)
         ledger.transact(ops, expect=expect, reason=f"{self.node}: renew {len(held)} lease(s)")
 
     def reclaim(self, ledger: Ledger, now: int | None = None) -> list[str]:
@@ -537,10 +541,7 @@ class Scheduler:
         try:
             ledger.transact(
                 ops,
-                expect=[
-                    {"e": run_entity(key), "a": "keel.run/outcome", "v": "running"},
-                    {"e": run_entity(key), "a": "keel.run/lease-gen", "v": gen},
-                ],
+                expect=still_held(key, gen),
                 reason=f"reclaim {key}",
             )
         except Conflict:
