@@ -29,6 +29,8 @@ from .model import SURFACES
 
 #: The mode of an answer computed from the ledger because the index could not be read.
 LEDGER_MODE = "ledger-fulltext"
+#: The retrievers a search may be asked to use.
+MODES = ("hybrid", "fulltext", "dense")
 RRF_K = 60
 CANDIDATES = 200
 #: Recency adds at most this share of a first-place rank: enough to order an update
@@ -105,11 +107,13 @@ class Recall:
     `store` and `indexer` are None while the index cannot be used (`broken` says why);
     every call tries to open it again first, since another process may have rebuilt it."""
 
-    def __init__(self, ledger: Ledger, embedder: str | None = None):
+    def __init__(self, ledger: Ledger, embedder: str | embedders.Embedder | None = None):
         self.ledger = ledger
         self.embedder_note = ""
         try:
-            self.embedder = embedders.load(embedder)
+            self.embedder = (
+                embedder if hasattr(embedder, "embed") else embedders.load(embedder)  # type: ignore[arg-type]
+            )
         except embedders.Unavailable as exc:
             self.embedder, self.embedder_note = None, f"{exc}; recall is full text only"
         if self.embedder is None and not self.embedder_note:
@@ -345,9 +349,15 @@ class Recall:
         as_of: Any = None,
         valid_at: Any = None,
         k: int = 10,
+        mode: str | None = None,
     ) -> dict[str, Any]:
+        """The k best results for `query` among what was valid at `valid_at` and known at
+        `as_of`. `mode` picks the retrievers: `hybrid` (the default when the index has
+        vectors), `fulltext` or `dense` (one of them alone, for comparison)."""
         if not isinstance(query, str) or not query.strip():
             raise BadInput("recall needs a query")
+        if mode is not None and mode not in MODES:
+            raise BadInput(f"{mode!r} is not a recall mode ({', '.join(MODES)})")
         if surface is not None and surface not in SURFACES:
             raise BadInput(f"{surface!r} is not a memory surface ({', '.join(SURFACES)})")
         if not isinstance(k, int) or not 1 <= k <= 200:
@@ -355,13 +365,13 @@ class Recall:
         with self.lock:
             if self._usable():
                 try:
-                    return self._search_index(query, surface, as_of, valid_at, k)
+                    return self._search_index(query, surface, as_of, valid_at, k, mode)
                 except IndexUnreadable as exc:
                     self._broke(exc)
             return self._search_ledger(query, surface, as_of, valid_at, k)
 
     def _search_index(
-        self, query: str, surface: str | None, as_of: Any, valid_at: Any, k: int
+        self, query: str, surface: str | None, as_of: Any, valid_at: Any, k: int, mode: str | None
     ) -> dict[str, Any]:
         note = self.note
         with self.lock:
@@ -371,16 +381,19 @@ class Recall:
                 note = f"the index is behind the ledger ({exc}); results may miss new items"
             view = self.ledger.view(as_of=as_of, valid_at=valid_at)
             live = self._mask(view, surface)
+            dense = self.embedder is not None and mode != "fulltext"
             try:
-                query_vector = self.embedder.embed([query])[0] if self.embedder else None
+                query_vector = self.embedder.embed([query])[0] if dense else None
             except embedders.Unavailable as exc:
                 query_vector = None
                 note = "; ".join(filter(None, [note, f"{exc}; this answer is full text only"]))
-            ranked = self._fuse(query, query_vector, live, view.valid_at)
+            ranked = self._fuse(
+                query if mode != "dense" else "", query_vector, live, view.valid_at
+            )
             results = self._verified(ranked, view, k)
         return {
             "query": query,
-            "mode": self.mode,
+            "mode": self.mode if mode is None or self.embedder is None else mode,
             "note": note or None,
             "as_of": view.as_of,
             "valid_at": format_instant(view.valid_at),
