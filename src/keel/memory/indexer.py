@@ -1,9 +1,9 @@
 """Turning committed datoms into recall rows, incrementally and resumably.
 
 The indexer reads main-branch transactions after its cursor (kept in the index, in the
-same transaction as the rows it wrote, so a crash resumes exactly), makes one row per
-searchable value (chunked when long), embeds new texts in batches, and closes rows in
-transaction time when a retraction covers them — splitting a row's valid interval when a
+same transaction as the rows it wrote, so a crash resumes exactly), makes rows of each
+searchable value (one per passage, see `passages`), embeds new texts in batches, and closes
+rows in transaction time when a retraction covers them — splitting a row's valid interval when a
 retraction covers only part of it, so a closed fact stays findable for the time it held.
 """
 
@@ -22,8 +22,12 @@ from .embedders import Embedder
 from .index_store import IndexStore, to_blob
 from .model import SEARCHABLE
 
-CHUNK = 400  # characters per row of a long text (a transcript is many rows)
+CHUNK = 400  # characters at most per row: a long text is many rows
+#: A line shorter than this ("assistant: Noted.") joins its neighbour rather than
+#: standing alone as a row that means nothing.
+SHORT = 60
 BATCH_TXS = 400
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def searchable(a: str) -> bool:
@@ -34,31 +38,48 @@ def value_hash(value: Any) -> str:
     return hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def chunks(text: str, size: int = CHUNK) -> list[str]:
-    """Split on blank lines, then lines, then hard, keeping pieces under `size`."""
-    text = text.strip()
-    if len(text) <= size:
-        return [text] if text else []
+def passages(text: str, size: int = CHUNK) -> list[str]:
+    """The rows a text is searched as: one per line or paragraph (a transcript's turn), a
+    long one split at sentence ends and then hard at `size`, a short one joined to the one
+    before it.
+
+    Why per line: a fact is said once, in one turn, among turns about other things; a row
+    holding several turns dilutes it (its vector is an average of all of them), while a
+    row per turn lets the item be found by its best turn (see `ranking`)."""
     out: list[str] = []
-    current = ""
-    for piece in re.split(r"(\n\s*\n|\n)", text):
-        if not piece.strip():
-            if current:
-                current += piece
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
             continue
-        while len(piece) > size:
+        for piece in _split(line, size):
+            last = out[-1] if out else ""
+            if last and min(len(last), len(piece)) < SHORT and len(last) + len(piece) < size:
+                out[-1] = f"{last}\n{piece}"
+            else:
+                out.append(piece)
+    return out
+
+
+def _split(line: str, size: int) -> list[str]:
+    """A line cut into pieces of at most `size` characters, at sentence ends if it can."""
+    if len(line) <= size:
+        return [line]
+    pieces: list[str] = []
+    current = ""
+    for sentence in _SENTENCE_END.split(line):
+        while len(sentence) > size:
             if current:
-                out.append(current.strip())
+                pieces.append(current)
                 current = ""
-            out.append(piece[:size].strip())
-            piece = piece[size:]
-        if len(current) + len(piece) > size and current:
-            out.append(current.strip())
+            pieces.append(sentence[:size])
+            sentence = sentence[size:]
+        if current and len(current) + 1 + len(sentence) > size:
+            pieces.append(current)
             current = ""
-        current += piece
-    if current.strip():
-        out.append(current.strip())
-    return [c for c in out if c]
+        current = f"{current} {sentence}" if current else sentence
+    if current:
+        pieces.append(current)
+    return [p.strip() for p in pieces if p.strip()]
 
 
 def row_text(a: str, value: str, name: str | None) -> str:
@@ -142,7 +163,7 @@ class Indexer:
             vh = value_hash(d["v"])
             meta = (d["tx_time"], d["author"])
             if d["op"] == "add":
-                for piece in chunks(row_text(d["a"], d["v"], name)):
+                for piece in passages(row_text(d["a"], d["v"], name)):
                     new.append(
                         [
                             next_id,

@@ -12,7 +12,6 @@ index whatever its state.
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 import threading
 from collections.abc import Callable
@@ -22,22 +21,16 @@ import numpy as np
 
 from ..ledger import BadInput, Ledger, View
 from ..ledger.instants import FOREVER, SINCE_ALWAYS, format_instant
-from . import embedders
+from . import embedders, ranking
 from .index_store import IndexStore, IndexUnreadable, drop_index, open_index, query_terms
-from .indexer import Indexer, chunks, row_text, searchable, value_hash
+from .indexer import Indexer, passages, row_text, searchable, value_hash
 from .model import SURFACES
 
 #: The mode of an answer computed from the ledger because the index could not be read.
 LEDGER_MODE = "ledger-fulltext"
 #: The retrievers a search may be asked to use.
 MODES = ("hybrid", "fulltext", "dense")
-RRF_K = 60
 CANDIDATES = 200
-#: Recency adds at most this share of a first-place rank: enough to order an update
-#: before the fact it replaced, not enough to bury a better match.
-RECENCY_WEIGHT = 0.2
-RECENCY_HALF_LIFE_DAYS = 180.0
-US_PER_DAY = 86_400_000_000
 
 
 class _Cache:
@@ -121,6 +114,8 @@ class Recall:
         self.note = self.embedder_note
         self.configured = self.embedder
         self.lock = threading.RLock()
+        #: The weights of the order (fitted; a bench may try others).
+        self.ranking = ranking.DEFAULT
         self.cache = _Cache()
         self.store: IndexStore | None = None
         self.indexer: Indexer | None = None
@@ -220,8 +215,9 @@ class Recall:
             return added
 
     def _follow(self, rows: list[tuple], closed: list[tuple[int, int]]) -> None:
-        self.cache.close(closed)
+        # Rows first: a row may be made and closed in one batch.
         self.cache.append(rows)
+        self.cache.close(closed)
 
     def _sync_cache(self) -> None:
         """Reload when another process moved the index since this one last looked, or
@@ -350,10 +346,12 @@ class Recall:
         valid_at: Any = None,
         k: int = 10,
         mode: str | None = None,
+        explain: bool = False,
     ) -> dict[str, Any]:
         """The k best results for `query` among what was valid at `valid_at` and known at
         `as_of`. `mode` picks the retrievers: `hybrid` (the default when the index has
-        vectors), `fulltext` or `dense` (one of them alone, for comparison)."""
+        vectors), `fulltext` or `dense` (one of them alone, for comparison). `explain` adds each
+        result's score components (see `ranking.Item.explain`)."""
         if not isinstance(query, str) or not query.strip():
             raise BadInput("recall needs a query")
         if mode is not None and mode not in MODES:
@@ -365,13 +363,20 @@ class Recall:
         with self.lock:
             if self._usable():
                 try:
-                    return self._search_index(query, surface, as_of, valid_at, k, mode)
+                    return self._search_index(query, surface, as_of, valid_at, k, mode, explain)
                 except IndexUnreadable as exc:
                     self._broke(exc)
             return self._search_ledger(query, surface, as_of, valid_at, k)
 
     def _search_index(
-        self, query: str, surface: str | None, as_of: Any, valid_at: Any, k: int, mode: str | None
+        self,
+        query: str,
+        surface: str | None,
+        as_of: Any,
+        valid_at: Any,
+        k: int,
+        mode: str | None,
+        explain: bool,
     ) -> dict[str, Any]:
         note = self.note
         with self.lock:
@@ -387,10 +392,10 @@ class Recall:
             except embedders.Unavailable as exc:
                 query_vector = None
                 note = "; ".join(filter(None, [note, f"{exc}; this answer is full text only"]))
-            ranked = self._fuse(
-                query if mode != "dense" else "", query_vector, live, view.valid_at
+            ranked = self._rank(
+                query if mode != "dense" else "", query_vector, live, view.valid_at, k
             )
-            results = self._verified(ranked, view, k)
+            results = self._verified(ranked, view, k, explain)
         return {
             "query": query,
             "mode": self.mode if mode is None or self.embedder is None else mode,
@@ -408,57 +413,77 @@ class Recall:
             mask &= self.cache.surface == _surface_code(surface)
         return mask
 
-    def _fuse(
-        self, query: str, q: np.ndarray | None, live: np.ndarray, at: int
-    ) -> list[tuple[float, int, dict]]:
-        scores: dict[int, float] = {}
-        ranks: dict[int, dict] = {}
-        pos = self.cache.pos
+    def _rank(
+        self, query: str, q: np.ndarray | None, live: np.ndarray, at: int, k: int
+    ) -> list[ranking.Item]:
+        """The live items the retrievers found, best first (see `ranking`)."""
+        cache, pos = self.cache, self.cache.pos
         fts = [
-            rid
-            for rid, _ in self.store.fulltext(query, CANDIDATES * 4, len(pos))
+            (pos[rid], -float(rank))
+            for rid, rank in self.store.fulltext(query, CANDIDATES * 4, len(pos))
             if rid in pos and live[pos[rid]]
         ][:CANDIDATES]
-        for rank, rid in enumerate(fts, start=1):
-            scores[rid] = scores.get(rid, 0.0) + 1.0 / (RRF_K + rank)
-            ranks.setdefault(rid, {})["fulltext"] = rank
-        vectors = self.cache.vectors
-        if q is not None and vectors is not None and vectors.shape[1] == len(q) and live.any():
+        vectors = cache.vectors
+        dense = q is not None and vectors is not None and vectors.shape[1] == len(q)
+        sims = None
+        found: dict[int, dict[str, int]] = {}
+        for rank, (p, _score) in enumerate(fts, start=1):
+            found.setdefault(p, {})["fulltext"] = rank
+        if dense and live.any():
             sims = vectors @ q
-            sims[~live] = -np.inf
+            masked = np.where(live, sims, -np.inf)
             n = min(CANDIDATES, int(live.sum()))
-            top = np.argpartition(-sims, n - 1)[:n]
-            top = top[np.argsort(-sims[top])]
-            for rank, p in enumerate(top, start=1):
-                rid = int(self.cache.ids[p])
-                scores[rid] = scores.get(rid, 0.0) + 1.0 / (RRF_K + rank)
-                ranks.setdefault(rid, {})["vector"] = rank
-        out = []
-        c = self.cache.cols
-        for rid, score in scores.items():
-            p = pos[rid]
-            recency = 0.0  # timeless rows (an entity's name) get no nudge
-            if c["vf"][p] != SINCE_ALWAYS:
-                age_days = max(0.0, (at - int(c["vf"][p])) / US_PER_DAY)
-                recency = math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
-            out.append((score + RECENCY_WEIGHT * recency / (RRF_K + 1), rid, ranks[rid]))
-        out.sort(key=lambda x: -x[0])
-        return out
+            top = np.argpartition(-masked, n - 1)[:n]
+            for rank, p in enumerate(top[np.argsort(-masked[top])], start=1):
+                found.setdefault(int(p), {})["vector"] = rank
+        if not found:
+            return []
+        best_fts = max((score for _p, score in fts), default=0.0) or 1.0
+        fts_score = {p: score / best_fts for p, score in fts}
+        query_words = ranking.words(query) if query else set()
+        items: dict[str, ranking.Item] = {}
+        for p, ranks in found.items():
+            e, a = cache.meta[p][0], cache.meta[p][1]
+            key = f"{e}\x00{a}" if a.startswith("fact/") else e
+            item = items.get(key)
+            if item is None:
+                item = items[key] = ranking.Item(key, p, int(cache.cols["vf"][p]))
+            if sims is not None:
+                if sims[p] > sims[item.best]:
+                    item.best, item.time = p, int(cache.cols["vf"][p])
+                item.dense.append(max(float(sims[p]), 0.0))
+            if p in fts_score:
+                item.fulltext.append(fts_score[p])
+            for name, rank in ranks.items():
+                item.ranks[name] = min(rank, item.ranks.get(name, rank))
+            if a.startswith("fact/") and query_words and not item.fact:
+                name = self.store.entity_info(e)[1]
+                text = self.store.text_of([int(cache.ids[p])]).get(int(cache.ids[p]), "")
+                item.fact = ranking.fact_match(
+                    query_words, name, a.removeprefix("fact/"), text.partition(": ")[2]
+                )
+        weights = self.ranking
+        for item in items.values():
+            vf = int(cache.cols["vf"][item.best])
+            item.recency = ranking.recency(vf, at, vf == SINCE_ALWAYS)
+            item.relevance = ranking.relevance(item, weights, sims is not None, bool(query))
+            item.score = item.relevance + weights.recency * item.recency
+        likeness = vectors if sims is not None else None
+        return ranking.order(list(items.values()), likeness, weights, k)
 
-    def _verified(self, ranked: list, view: View, k: int) -> list[dict[str, Any]]:
-        """The best row per entity, kept only if the ledger view still holds its value."""
+    def _verified(
+        self, ranked: list[ranking.Item], view: View, k: int, explain: bool
+    ) -> list[dict[str, Any]]:
+        """The first k items whose best passage the ledger view still holds."""
         results: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        texts = self.store.text_of([rid for _s, rid, _r in ranked[: k * 8]])
-        for score, rid, ranks in ranked:
+        cache, c = self.cache, self.cache.cols
+        texts = self.store.text_of([int(cache.ids[i.best]) for i in ranked[: k * 2]])
+        for item in ranked:
             if len(results) >= k:
                 break
-            e, a, surface, vh, author = self.cache.meta[self.cache.pos[rid]]
-            # A fact is its own result (Alice's city, not just Alice); other rows group
-            # by entity so a long transcript's chunks count once.
-            key = f"{e}\x00{a}" if a.startswith("fact/") else e
-            if key in seen:
-                continue
+            p = item.best
+            rid = int(cache.ids[p])
+            e, a, surface, vh, author = cache.meta[p]
             entity = view.get(e)
             if not entity or entity.get("mem/surface") != surface:
                 continue
@@ -466,32 +491,35 @@ class Recall:
             held = held if isinstance(held, list) else [held]
             if not any(value_hash(v) == vh for v in held if isinstance(v, str)):
                 continue
-            seen.add(key)
-            p = self.cache.pos[rid]
-            c = self.cache.cols
-            text = texts.get(rid) or self.store.text_of([rid]).get(rid, "")
-            results.append(
-                {
-                    "id": e,
-                    "surface": surface,
-                    "title": entity.get("mem/title") or entity.get("entity/name"),
-                    "text": text,
-                    "score": round(score, 6),
-                    "ranks": ranks,
-                    "provenance": {
-                        "entity": e,
-                        "attribute": a,
-                        "tx": int(c["txf"][p]),
-                        "tx_time": format_instant(int(c["time"][p])),
-                        "author": author,
-                        "source": entity.get("mem/source"),
-                        "valid_from": format_instant(int(c["vf"][p])),
-                        "valid_to": format_instant(int(c["vt"][p]))
-                        if c["vt"][p] != FOREVER
-                        else None,
-                    },
-                }
-            )
+            result = {
+                "id": e,
+                "surface": surface,
+                "title": entity.get("mem/title") or entity.get("entity/name"),
+                "text": texts.get(rid) or self.store.text_of([rid]).get(rid, ""),
+                "score": round(item.score, 6),
+                "ranks": item.ranks,
+                "provenance": {
+                    "entity": e,
+                    "attribute": a,
+                    "tx": int(c["txf"][p]),
+                    "tx_time": format_instant(int(c["time"][p])),
+                    "author": author,
+                    "source": entity.get("mem/source"),
+                    "valid_from": format_instant(int(c["vf"][p])),
+                    "valid_to": format_instant(int(c["vt"][p])) if c["vt"][p] != FOREVER else None,
+                },
+            }
+            if item.updates:
+                result["updates"] = item.updates.split("\x00")[0]
+            if item.updated_by:
+                result["updated_by"] = item.updated_by.split("\x00")[0]
+            if a.startswith("fact/"):
+                previous = _previous(view, e, a, held, entity.get("entity/name"))
+                if previous:
+                    result["previous"] = previous
+            if explain:
+                result["explain"] = item.explain()
+            results.append(result)
         return results
 
     # -- answering without the index ----------------------------------------------------
@@ -514,7 +542,7 @@ class Recall:
                     if not isinstance(value, str):
                         continue
                     key = f"{e}\x00{a}" if a.startswith("fact/") else e
-                    for piece in chunks(row_text(a, value, entity.get("entity/name"))):
+                    for piece in passages(row_text(a, value, entity.get("entity/name"))):
                         score = _term_score(terms, piece)
                         if score and score > best.get(key, (0.0,))[0]:
                             best[key] = (score, e, a, value, piece, entity)
@@ -529,6 +557,23 @@ class Recall:
                 _ledger_result(view, rank, *found) for rank, found in enumerate(ranked, start=1)
             ],
         }
+
+
+def _previous(view: View, e: str, a: str, held: list, name: str | None) -> list[dict]:
+    """The values fact `a` of `e` held before the one it holds now, newest first: the
+    "then" beside the "now", each with the valid interval it held for."""
+    at = view.valid_at
+    earlier = [(v, f, t) for v, f, t in view.intervals(e, a) if t <= at and v not in held]
+    earlier.sort(key=lambda x: -x[2])
+    return [
+        {
+            "text": row_text(a, v, name),
+            "valid_from": format_instant(f),
+            "valid_to": format_instant(t),
+        }
+        for v, f, t in earlier[:3]
+        if isinstance(v, str)
+    ]
 
 
 def _term_score(terms: list[str], text: str) -> float:

@@ -1,0 +1,209 @@
+"""How recall orders what its two retrievers found: one score per item from normalised
+evidence, then updates before what they replaced, then diversity.
+
+A result is an *item* — a memory entity, or one fact of an entity — found through its
+*passages* (rows: a line or turn of its text, see `indexer.passages`). An item scores by
+its best passage and, a little, by its second best (max and sum: a session that says a
+thing twice beats one that says it once, but a fact said once is not diluted by the
+filler around it). Its relevance is a convex mix of the dense (cosine) and full-text
+(BM25 over the best full-text score of the query) evidence, plus a bonus when it is a
+fact whose entity and key the question names ("where does Alice live" → "Alice lives
+in: Berlin"). Recency only breaks near-ties: its weight is far below any real
+difference in relevance.
+
+Two further steps look at the top of that order:
+
+- **Updates.** Two items about the same thing (their best passages' vectors nearly
+  alike) at different valid times are a "then" and a "now": the newer goes first, the
+  older right after it, each marked, so an agent sees both.
+- **Diversity.** Maximal marginal relevance: an item nearly alike an item already placed
+  loses some of its score, so an answer spread over several items fills the top k
+  instead of near-copies of one.
+
+The weights are fitted on the dev split of the bench fixtures by `bench/fit_recall.py`
+and judged on their test split (docs/benchmarks.md); nothing here is tuned on a test
+split.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+US_PER_DAY = 86_400_000_000
+RECENCY_HALF_LIFE_DAYS = 180.0
+#: How many of the best items the update and diversity steps look at, beyond k.
+WINDOW = 30
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The weights of one ranking. `DEFAULT` is the fitted one."""
+
+    fulltext: float = 0.3  # share of full-text evidence in relevance (dense has the rest)
+    second: float = 0.15  # weight of an item's second-best passage
+    fact: float = 0.5  # bonus for a fact whose entity and key the question names
+    update: float = 0.75  # cosine above which two items are one thing at two times
+    diversity: float = 0.0  # MMR: how much likeness to a placed item costs
+    recency: float = 0.001  # tie-breaker: at most this much for something valid today
+
+
+DEFAULT = Ranking()
+
+
+@dataclass
+class Item:
+    """One candidate result and the evidence for it."""
+
+    key: str
+    best: int  # position (in the cache) of its best passage
+    time: int  # valid-from of its best passage
+    dense: list[float] = field(default_factory=list)  # normalised, best first
+    fulltext: list[float] = field(default_factory=list)
+    fact: float = 0.0
+    recency: float = 0.0
+    relevance: float = 0.0
+    score: float = 0.0
+    ranks: dict[str, int] = field(default_factory=dict)
+    updates: str | None = None  # the key of an older item this one replaces
+    updated_by: str | None = None
+
+    def explain(self) -> dict[str, float]:
+        """The components of its score, for `recall --explain`."""
+        parts = {
+            "dense": self.dense[0] if self.dense else 0.0,
+            "fulltext": self.fulltext[0] if self.fulltext else 0.0,
+            "dense_second": self.dense[1] if len(self.dense) > 1 else 0.0,
+            "fulltext_second": self.fulltext[1] if len(self.fulltext) > 1 else 0.0,
+            "fact": self.fact,
+            "recency": self.recency,
+            "relevance": self.relevance,
+            "score": self.score,
+        }
+        return {name: round(value, 4) for name, value in parts.items()}
+
+
+def recency(valid_from: int, at: int, timeless: bool) -> float:
+    """1 for something valid from `at`, halving every half-life before it; 0 for rows
+    that have no time (an entity's name)."""
+    if timeless:
+        return 0.0
+    age_days = max(0.0, (at - valid_from) / US_PER_DAY)
+    return math.exp(-age_days * math.log(2) / RECENCY_HALF_LIFE_DAYS)
+
+
+def relevance(item: Item, ranking: Ranking, dense: bool, fulltext: bool) -> float:
+    """The mix of the evidence the asked retrievers gave (one alone gets all the weight)."""
+
+    def best_two(scores: list[float]) -> float:
+        top = [*sorted(scores, reverse=True)[:2], 0.0, 0.0]
+        return top[0] + ranking.second * top[1]
+
+    share = ranking.fulltext if dense and fulltext else (1.0 if fulltext else 0.0)
+    mixed = (1.0 - share) * best_two(item.dense) + share * best_two(item.fulltext)
+    return mixed + ranking.fact * item.fact
+
+
+# -- fact matching -----------------------------------------------------------------------
+_SUFFIXES = ("ing", "ed", "es", "s", "e")
+
+
+def stem(word: str) -> str:
+    """A crude stem, enough to see "live", "lives" and "lived" as one word."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def words(text: str) -> set[str]:
+    return {stem(w) for w in re.findall(r"\w+", text.lower())}
+
+
+def fact_match(query_words: set[str], name: str | None, key: str, value: str) -> float:
+    """1 when the question names the fact's entity and its key or value: "where does
+    Alice live" and "Alice lives in: Berlin"; "who lives in Berlin" too. 0 otherwise."""
+    named = words(name or "")
+    if not named or not named <= query_words:
+        return 0.0
+    key_words = words(key.replace("_", " ")) - _FILLER
+    if key_words & query_words or words(value) & query_words:
+        return 1.0
+    return 0.0
+
+
+#: Words of a fact key that say nothing about which fact it is ("lives_in": "in").
+_FILLER = frozenset({"in", "at", "of", "on", "to", "the", "a", "is", "for", "by"})
+
+
+# -- the order ------------------------------------------------------------------------
+def order(items: list[Item], vectors: np.ndarray | None, ranking: Ranking, k: int) -> list[Item]:
+    """The items best first: by score, then updates before what they replaced, then
+    diversity, over the first `k + WINDOW` of them; the rest follow by score."""
+    items.sort(key=lambda i: (-i.score, i.key))
+    head, tail = items[: k + WINDOW], items[k + WINDOW :]
+    if vectors is None or len(head) < 2:
+        return items
+    alike = _likeness(head, vectors)
+    head = _updates_first(head, alike, ranking.update)
+    if ranking.diversity > 0:
+        alike = _likeness(head, vectors)
+        head = _diversified(head, alike, ranking.diversity)
+    return head + tail
+
+
+def _likeness(items: list[Item], vectors: np.ndarray) -> np.ndarray:
+    """Cosines between the items' best passages."""
+    block = vectors[[i.best for i in items]]
+    return block @ block.T
+
+
+def _updates_first(items: list[Item], alike: np.ndarray, threshold: float) -> list[Item]:
+    """Each item that has a newer near-copy further down is preceded by it."""
+    newer: dict[int, int] = {}
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            if alike[i, j] < threshold or items[i].time == items[j].time:
+                continue
+            old, new = (i, j) if items[i].time < items[j].time else (j, i)
+            if old not in newer and new not in newer.values():
+                newer[old] = new
+    if not newer:
+        return items
+    placed: list[Item] = []
+    done: set[int] = set()
+    for i in range(len(items)):
+        if i in done:
+            continue
+        n = newer.get(i)
+        if n is not None and n not in done:
+            placed.append(items[n])
+            done.add(n)
+            items[n].updates, items[i].updated_by = items[i].key, items[n].key
+        elif n is not None:
+            items[n].updates, items[i].updated_by = items[i].key, items[n].key
+        placed.append(items[i])
+        done.add(i)
+    return placed
+
+
+def _diversified(items: list[Item], alike: np.ndarray, weight: float) -> list[Item]:
+    """Maximal marginal relevance; an update and what it replaced are not penalised for
+    being alike (both are wanted)."""
+    pairs = {(it.key, it.updates) for it in items if it.updates}
+    pairs |= {(b, a) for a, b in pairs}
+    left = list(range(len(items)))
+    chosen: list[int] = []
+    while left:
+
+        def marginal(i: int) -> float:
+            penalties = [alike[i, j] for j in chosen if (items[i].key, items[j].key) not in pairs]
+            return items[i].score - weight * max(penalties, default=0.0)
+
+        best = max(left, key=marginal)
+        chosen.append(best)
+        left.remove(best)
+    return [items[i] for i in chosen]
