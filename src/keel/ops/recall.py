@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -22,6 +22,11 @@ class SearchIn(Input):
     as_of: AsOf = None
     valid_at: ValidAt = None
     k: Annotated[int, Field(ge=1, le=200, description="How many results.")] = 10
+    mode: Literal["hybrid", "fulltext", "dense"] | None = Field(
+        None,
+        description="Which retrievers: both (hybrid, the default) or one alone, to compare.",
+    )
+    explain: bool = Field(False, description="Add each result's score components.")
 
 
 class Provenance(Output):
@@ -35,6 +40,12 @@ class Provenance(Output):
     valid_to: str | None
 
 
+class Previous(Output):
+    text: str
+    valid_from: str | None
+    valid_to: str | None
+
+
 class Recalled(OpenOutput):
     id: str
     surface: str
@@ -43,6 +54,16 @@ class Recalled(OpenOutput):
     score: float
     ranks: dict[str, int]
     provenance: Provenance
+    updates: str | None = Field(
+        None, description="An older result this one replaces (same thing, later)."
+    )
+    updated_by: str | None = Field(None, description="A newer result that replaces this one.")
+    previous: list[Previous] | None = Field(
+        None, description="For a fact: the values it held before, newest first."
+    )
+    explain: dict[str, float] | None = Field(
+        None, description="Score components (dense, fulltext, fact, recency, ...), if asked."
+    )
 
 
 class Answer(Output):
@@ -64,7 +85,13 @@ def search(call: Call, p: SearchIn) -> Answer:
     # only what it may read.
     k = p.k if call.tier == "T0" else min(p.k * 3, 200)
     found = call.recall().search(
-        p.query, surface=p.surface, as_of=p.as_of, valid_at=p.valid_at, k=k
+        p.query,
+        surface=p.surface,
+        as_of=p.as_of,
+        valid_at=p.valid_at,
+        k=k,
+        mode=p.mode,
+        explain=p.explain,
     )
     if call.tier != "T0":
         view = call.ledger.view()

@@ -81,12 +81,26 @@ def recall(
     as_of: AsOfOpt = None,
     valid_at: ValidAtOpt = None,
     k: Annotated[int, typer.Option("--k", help="At most this many results.")] = 10,
+    mode: Annotated[
+        str | None, typer.Option(help="hybrid (default), or fulltext or dense alone.")
+    ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show why: each result's score components.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Search memory: full text and vectors, fused, as of and valid at the times asked."""
     found = call(
         "recall.search",
-        {"query": query, "surface": surface, "as_of": as_of, "valid_at": valid_at, "k": k},
+        {
+            "query": query,
+            "surface": surface,
+            "as_of": as_of,
+            "valid_at": valid_at,
+            "k": k,
+            "mode": mode,
+            "explain": explain,
+        },
     )
     if found.note:
         sys.stderr.write(f"keel: {found.note}\n")
@@ -95,13 +109,22 @@ def recall(
     if not found.results:
         out().print(f"nothing recalled for {query!r}")
         return
-    t = table("surface", "title / text", "author", "tx", "valid")
+    parts = ("dense", "fulltext", "fact", "recency", "score")
+    t = table("surface", "title / text", "author", "tx", "valid", *(parts if explain else ()))
     for r in found.results:
         p = r.provenance
         title, text = r.title or "", r.text or ""
         text = text if text.startswith(title) else f"{title}: {text}"
+        if r.updated_by:
+            text = f"(then) {text}"
+        elif r.updates:
+            text = f"(now) {text}"
         valid = f"{local(p.valid_from) or '-∞'} → {local(p.valid_to) or '∞'}"
-        t.add_row(r.surface, snippet(text, 80), p.author or "", str(p.tx), valid)
+        why = [f"{(r.explain or {}).get(name, 0.0):.3f}" for name in parts] if explain else []
+        t.add_row(r.surface, snippet(text, 80), p.author or "", str(p.tx), valid, *why)
+        for before in r.previous or []:
+            span = f"{local(before.valid_from) or '-∞'} → {local(before.valid_to) or '∞'}"
+            t.add_row("", snippet(f"  before: {before.text}", 80), "", "", span)
     out().print(t)
 
 

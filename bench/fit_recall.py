@@ -1,0 +1,201 @@
+"""Fit recall's ranking weights on the dev split of LongMemEval-format fixtures; judge the
+fit on their test split.
+
+    uv run python bench/fit_recall.py bench/fixtures/keel_recall_hard.json \\
+        bench/fixtures/keel_memory.json [--json] [--limit N]
+
+Each dev question is indexed once (a fresh SQLite ledger, its sessions as episodes, as
+`bench/recall.py` does) and asked under every ranking of a grid; the ranking with the best
+mean recall_all@5 over all dev questions (nDCG@5 breaking ties, then the ranking nearest
+the current default) wins. Only then are the test questions run, with the default and
+with the winner, so the test split never chooses anything. A fixture without a `split`
+key on its instances counts as test only (nothing in it is fitted on).
+
+The winner is printed as a `Ranking(...)` to put in `keel/memory/ranking.py` as DEFAULT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from keel.ledger import Ledger, Signer
+from keel.memory import embedders, ranking
+from keel.memory.indexer import passages
+from keel.memory.recall import Recall
+from recall import Stores, handle, load_instance, metrics, parse_date, render
+
+GRID = {
+    "fulltext": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
+    "second": (0.0, 0.15, 0.3),
+    "update": (0.6, 0.7, 0.8, 2.0),  # 2.0: never (cosines are at most 1)
+    "diversity": (0.0, 0.1, 0.2),
+}
+DEPTH = 10
+
+
+class CachedEmbedder:
+    """The embedder, remembering each text's vector: filler sessions repeat across
+    instances, and every ranking of the grid is asked the same question."""
+
+    def __init__(self, inner: Any):
+        self.inner, self.name, self.memo = inner, inner.name, {}
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if todo:
+            self.memo.update(zip(todo, self.inner.embed(todo), strict=True))
+        return np.array([self.memo[t] for t in texts], dtype=np.float32)
+
+
+def warm(embedder: CachedEmbedder, data: list[dict], batch: int = 256) -> None:
+    """Embed every passage the instances will index, in large batches, once."""
+    texts: dict[str, None] = {}
+    for inst in data:
+        texts[inst["question"]] = None
+        for i, session in enumerate(inst["haystack_sessions"]):
+            texts[handle(i, len(inst["haystack_sessions"]))] = None
+            for piece in passages(render(session).strip() or "(empty session)"):
+                texts[piece] = None
+    todo = list(texts)
+    for start in range(0, len(todo), batch):
+        embedder.embed(todo[start : start + batch])
+
+
+def grid() -> list[ranking.Ranking]:
+    names = list(GRID)
+    return [
+        replace(ranking.DEFAULT, **dict(zip(names, values, strict=True)))
+        for values in itertools.product(*(GRID[n] for n in names))
+    ]
+
+
+def ask(
+    stores: Stores, embedder: Any, inst: dict, rankings: list[ranking.Ranking]
+) -> list[dict[str, float]]:
+    """Index one instance and ask its question under each ranking."""
+    relevant = set(inst["answer_session_ids"])
+    target = stores.new()
+    op = Signer.generate("operator")
+    led = Ledger.open(target, signer=op)
+    try:
+        led.register_identity("operator", op.public_key, "operator")
+        back = load_instance(led, inst)
+        rec = Recall(led, embedder=embedder)
+        rec.catch_up()
+        out = []
+        for weights in rankings:
+            rec.ranking = weights
+            found = rec.search(
+                inst["question"], valid_at=parse_date(inst["question_date"]), k=DEPTH
+            )
+            ranked = list(dict.fromkeys(back[r["title"]] for r in found["results"]))
+            out.append(metrics(ranked, relevant, 5))
+        rec.close()
+        return out
+    finally:
+        led.close()
+        stores.drop(target)
+
+
+def mean_of(rows: list[list[dict[str, float]]], i: int, key: str) -> float:
+    return statistics.fmean(r[i][key] for r in rows) if rows else float("nan")
+
+
+def fit(data: list[dict], progress: bool = True) -> dict[str, Any]:
+    dev = [d for d in data if d.get("split") == "dev"]
+    test = [d for d in data if d.get("split", "test") == "test"]
+    embedder = CachedEmbedder(embedders.load())
+    warm(embedder, data)
+    candidates = grid()
+    stores = Stores("sqlite")
+    try:
+        rows = []
+        for n, inst in enumerate(dev, start=1):
+            rows.append(ask(stores, embedder, inst, candidates))
+            if progress:
+                print(f"\rdev {n}/{len(dev)}", end="", file=sys.stderr)
+
+        def merit(i: int) -> tuple:
+            distance = sum(
+                abs(getattr(candidates[i], f) - getattr(ranking.DEFAULT, f)) for f in GRID
+            )
+            return (
+                mean_of(rows, i, "recall_all@5"),
+                mean_of(rows, i, "ndcg@5"),
+                -distance,
+            )
+
+        best = max(range(len(candidates)), key=merit)
+        winner = candidates[best]
+        judged = []
+        for n, inst in enumerate(test, start=1):
+            judged.append(ask(stores, embedder, inst, [ranking.DEFAULT, winner]))
+            if progress:
+                print(f"\rtest {n}/{len(test)}", end="", file=sys.stderr)
+    finally:
+        stores.close()
+        if progress:
+            print(file=sys.stderr)
+    return {
+        "embedder": embedder.name,
+        "dev_questions": len(dev),
+        "test_questions": len(test),
+        "grid_size": len(candidates),
+        "winner": asdict(winner),
+        "dev": {
+            "default": {
+                k: mean_of(rows, candidates.index(ranking.DEFAULT), k)
+                if ranking.DEFAULT in candidates
+                else None
+                for k in ("recall_all@5", "ndcg@5")
+            },
+            "winner": {k: mean_of(rows, best, k) for k in ("recall_all@5", "ndcg@5")},
+        },
+        "test": {
+            "default": {k: mean_of(judged, 0, k) for k in ("recall_all@5", "ndcg@5")},
+            "winner": {k: mean_of(judged, 1, k) for k in ("recall_all@5", "ndcg@5")},
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", help="LongMemEval-format JSON files")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N of each split")
+    args = parser.parse_args(argv)
+    data: list[dict] = []
+    for path in args.paths:
+        loaded = json.loads(Path(path).read_text())
+        if args.limit:
+            dev = [d for d in loaded if d.get("split") == "dev"][: args.limit]
+            test = [d for d in loaded if d.get("split", "test") == "test"][: args.limit]
+            loaded = dev + test
+        data += loaded
+    result = fit(data)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"embedder {result['embedder']}; grid of {result['grid_size']} rankings")
+    print(f"winner: ranking.Ranking(**{result['winner']})")
+    for split in ("dev", "test"):
+        for who in ("default", "winner"):
+            m = result[split][who]
+            if m.get("recall_all@5") is not None:
+                print(
+                    f"{split:4} {who:7} recall_all@5 {m['recall_all@5']:.3f}"
+                    f"  ndcg@5 {m['ndcg@5']:.3f}"
+                )
+
+
+if __name__ == "__main__":
+    main()
