@@ -123,13 +123,16 @@ def words(text: str) -> set[str]:
     return {stem(w) for w in re.findall(r"\w+", text.lower())}
 
 
-def fact_match(query_words: set[str], name: str | None, key: str, value: str) -> float:
-    """1 when the question names the fact's entity and its key or value: "where does
-    Alice live" and "Alice lives in: Berlin"; "who lives in Berlin" too. 0 otherwise."""
-    named = words(name or "")
+def fact_match(query_words: set[str], key: str, text: str) -> float:
+    """1 when the question names a fact's entity and its key or value: "where does Alice
+    live" and "Alice lives in: Berlin" (`text`, as the indexer writes a fact: name, key
+    words, colon, value); "who lives in Berlin" too. 0 otherwise."""
+    head, _, value = text.partition(": ")
+    key_text = key.replace("_", " ")
+    named = words(head.removesuffix(key_text)) if head.endswith(key_text) else set()
     if not named or not named <= query_words:
         return 0.0
-    key_words = words(key.replace("_", " ")) - _FILLER
+    key_words = words(key_text) - _FILLER
     if key_words & query_words or words(value) & query_words:
         return 1.0
     return 0.0

@@ -442,6 +442,7 @@ class Recall:
         fts_score = {p: score / best_fts for p, score in fts}
         query_words = ranking.words(query) if query else set()
         items: dict[str, ranking.Item] = {}
+        facts: list[tuple[ranking.Item, int]] = []
         for p, ranks in found.items():
             e, a = cache.meta[p][0], cache.meta[p][1]
             key = f"{e}\x00{a}" if a.startswith("fact/") else e
@@ -456,12 +457,14 @@ class Recall:
                 item.fulltext.append(fts_score[p])
             for name, rank in ranks.items():
                 item.ranks[name] = min(rank, item.ranks.get(name, rank))
-            if a.startswith("fact/") and query_words and not item.fact:
-                name = self.store.entity_info(e)[1]
-                text = self.store.text_of([int(cache.ids[p])]).get(int(cache.ids[p]), "")
-                item.fact = ranking.fact_match(
-                    query_words, name, a.removeprefix("fact/"), text.partition(": ")[2]
-                )
+            if a.startswith("fact/") and query_words:
+                facts.append((item, p))
+        if facts:
+            texts = self.store.text_of([int(cache.ids[p]) for _i, p in facts])
+            for item, p in facts:
+                key = cache.meta[p][1].removeprefix("fact/")
+                text = texts.get(int(cache.ids[p]), "")
+                item.fact = max(item.fact, ranking.fact_match(query_words, key, text))
         weights = self.ranking
         for item in items.values():
             vf = int(cache.cols["vf"][item.best])
