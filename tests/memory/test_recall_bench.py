@@ -1,5 +1,7 @@
 """The recall benchmark harness (bench/recall.py): its metric arithmetic, its positional
-handles, and a run over a tiny LongMemEval-format file through the command line path."""
+handles, and runs over a tiny LongMemEval-format file through the command line path: every
+mode (keel's three retrievers on one index, BM25, the plain dense baseline, the peer), the
+split filter, and a peer that cannot be imported being a note rather than a crash."""
 
 from __future__ import annotations
 
@@ -160,3 +162,80 @@ def test_harness_end_to_end(rb, tmp_path, capsys):
     for k in ("recall_any@5", "recall_all@5", "ndcg@5", "latency_p50_ms", "latency_p95_ms"):
         assert k in out["overall"]["bm25"]
     assert all(re.fullmatch(r"[\w.@]+", k) for k in out["ratio_to_bm25"]["fulltext"])
+
+
+def _split_fixture() -> list[dict]:
+    """The three questions, two of them dev and one test (the abstention one has evidence
+    here, so all three are asked)."""
+    data = _fixture()
+    data[2]["answer_session_ids"] = ["ORIGSESS_c1"]
+    data[2]["question"] = "How does a heat pump move heat?"
+    for inst, split in zip(data, ("dev", "test", "dev"), strict=True):
+        inst["split"] = split
+    return data
+
+
+def test_every_mode_side_by_side(rb, tmp_path, capsys):
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(_split_fixture()))
+    explain = tmp_path / "explain.json"
+    rb.main([str(path), "--json", "--k", "1,5", "--explain-file", str(explain)])
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "all" and out["questions"] == 3
+    wanted = {"hybrid", "fulltext", "dense", "bm25", "dense-baseline"}
+    assert wanted <= set(out["overall"])
+    for mode in wanted:
+        assert out["overall"][mode]["recall_all@5"] == 1.0, mode
+        assert "latency_p50_ms" in out["overall"][mode]
+    for mode in wanted - {"bm25"}:
+        assert mode in out["ratio_to_bm25"]
+    rows = {r["question_id"]: r for r in out["per_question"]}
+    for mode in ("hybrid", "dense-baseline"):
+        assert rows["q_single"]["modes"][mode]["top"][0] == "ORIGSESS_a2", mode
+    for mode in ("hybrid", "fulltext", "dense", "dense-baseline"):
+        # The August session had not happened in May: neither keel nor the baseline has it.
+        assert "ORIGSESS_b3" not in rows["q_temporal"]["modes"][mode]["top"], mode
+        assert "ORIGSESS_b1" in rows["q_temporal"]["modes"][mode]["top"], mode
+    assert set(out["by_type"]["temporal"]) >= wanted | {"questions"}
+    assert rows["q_single"]["split"] == "dev"
+    assert out["embedder"] == rb.embedders.load().name
+    # The peer runs when its package is installed (dependency group bench-peers), and is
+    # named with its version; otherwise it is a note.
+    if "peer:taosmd" in out["overall"]:
+        assert re.fullmatch(r"taosmd==[\w.]+", out["peers"]["peer:taosmd"])
+        assert rows["q_single"]["modes"]["peer:taosmd"]["top"][0] == "ORIGSESS_a2"
+        assert "ORIGSESS_b3" not in rows["q_temporal"]["modes"]["peer:taosmd"]["top"]
+    else:
+        assert "peer:taosmd" in out["skipped_modes"]
+    got = json.loads(explain.read_text())
+    assert [q["question_id"] for q in got] == ["q_single", "q_temporal", "q_none"]
+    first = got[0]["keel"]["hybrid"][0]
+    assert first["session"] == "ORIGSESS_a2" and first["ranks"] and first["score"] > 0
+
+
+def test_split_filters(rb, tmp_path, capsys):
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(_split_fixture()))
+    rb.main([str(path), "--json", "--split", "dev", "--modes", "fulltext,bm25"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["split"] == "dev"
+    assert sorted(r["question_id"] for r in out["per_question"]) == ["q_none", "q_single"]
+    rb.main([str(path), "--json", "--split", "test", "--modes", "bm25"])
+    out = json.loads(capsys.readouterr().out)
+    assert [r["question_id"] for r in out["per_question"]] == ["q_temporal"]
+
+
+def test_missing_peer_is_a_note(rb, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "taosmd", None)  # its import now fails
+    monkeypatch.setitem(sys.modules, "taosmd.vector_memory", None)
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps(_split_fixture()[:1]))
+    rb.main([str(path), "--json", "--modes", "bm25,peer:taosmd"])
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["overall"]) == ["bm25"]
+    assert out["peers"] == {}
+    assert "does not import" in out["skipped_modes"]["peer:taosmd"]
+    rb.main([str(path), "--modes", "bm25,peer:taosmd"])  # the tables say so too
+    assert "peer:taosmd: skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        rb.main([str(path), "--modes", "bm25,nonesuch"])
