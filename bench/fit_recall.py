@@ -25,13 +25,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from keel.ledger import Ledger, Signer
 from keel.memory import embedders, ranking
 from keel.memory.indexer import passages
 from keel.memory.recall import Recall
-from recall import Stores, handle, load_instance, metrics, parse_date, render
+from recall import CachedEmbedder, Stores, handle, load_instance, metrics, parse_date, render
 
 GRID = {
     "fulltext": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
@@ -40,20 +38,6 @@ GRID = {
     "diversity": (0.0, 0.1, 0.2),
 }
 DEPTH = 10
-
-
-class CachedEmbedder:
-    """The embedder, remembering each text's vector: filler sessions repeat across
-    instances, and every ranking of the grid is asked the same question."""
-
-    def __init__(self, inner: Any):
-        self.inner, self.name, self.memo = inner, inner.name, {}
-
-    def embed(self, texts: list[str]) -> np.ndarray:
-        todo = [t for t in dict.fromkeys(texts) if t not in self.memo]
-        if todo:
-            self.memo.update(zip(todo, self.inner.embed(todo), strict=True))
-        return np.array([self.memo[t] for t in texts], dtype=np.float32)
 
 
 def warm(embedder: CachedEmbedder, data: list[dict], batch: int = 256) -> None:
