@@ -144,18 +144,17 @@ _FILLER = frozenset({"in", "at", "of", "on", "to", "the", "a", "is", "for", "by"
 
 # -- the order ------------------------------------------------------------------------
 def order(items: list[Item], vectors: np.ndarray | None, ranking: Ranking, k: int) -> list[Item]:
-    """The items best first: by score, then updates before what they replaced, then
-    diversity, over the first `k + WINDOW` of them; the rest follow by score."""
+    """The items best first: by score, then diversity, then updates before what they
+    replaced, over the first `k + WINDOW` of them; the rest follow by score."""
     items.sort(key=lambda i: (-i.score, i.key))
     head, tail = items[: k + WINDOW], items[k + WINDOW :]
     if vectors is None or len(head) < 2:
         return items
     alike = _likeness(head, vectors)
-    head = _updates_first(head, alike, ranking.update)
+    _pair_updates(head, alike, ranking.update)
     if ranking.diversity > 0:
-        alike = _likeness(head, vectors)
         head = _diversified(head, alike, ranking.diversity)
-    return head + tail
+    return _updates_first(head) + tail
 
 
 def _likeness(items: list[Item], vectors: np.ndarray) -> np.ndarray:
@@ -164,32 +163,33 @@ def _likeness(items: list[Item], vectors: np.ndarray) -> np.ndarray:
     return block @ block.T
 
 
-def _updates_first(items: list[Item], alike: np.ndarray, threshold: float) -> list[Item]:
-    """Each item that has a newer near-copy further down is preceded by it."""
-    newer: dict[int, int] = {}
+def _pair_updates(items: list[Item], alike: np.ndarray, threshold: float) -> None:
+    """Mark each item that has a newer near-copy (`updated_by`), and that copy (`updates`):
+    at most one pair per item, the best-scored first."""
     for i in range(len(items)):
         for j in range(i + 1, len(items)):
             if alike[i, j] < threshold or items[i].time == items[j].time:
                 continue
-            old, new = (i, j) if items[i].time < items[j].time else (j, i)
-            if old not in newer and new not in newer.values():
-                newer[old] = new
-    if not newer:
-        return items
+            old, new = (
+                (items[i], items[j]) if items[i].time < items[j].time else (items[j], items[i])
+            )
+            if old.updated_by is None and new.updates is None:
+                old.updated_by, new.updates = new.key, old.key
+
+
+def _updates_first(items: list[Item]) -> list[Item]:
+    """The items in their order, except that an update is moved up to just before what
+    it replaced (and its own update before it, along a chain of them)."""
+    by_key = {i.key: i for i in items}
     placed: list[Item] = []
-    done: set[int] = set()
-    for i in range(len(items)):
-        if i in done:
-            continue
-        n = newer.get(i)
-        if n is not None and n not in done:
-            placed.append(items[n])
-            done.add(n)
-            items[n].updates, items[i].updated_by = items[i].key, items[n].key
-        elif n is not None:
-            items[n].updates, items[i].updated_by = items[i].key, items[n].key
-        placed.append(items[i])
-        done.add(i)
+    done: set[str] = set()
+    for item in items:
+        chain: list[Item] = []
+        while item is not None and item.key not in done:
+            done.add(item.key)
+            chain.append(item)
+            item = by_key.get(item.updated_by or "")
+        placed += reversed(chain)
     return placed
 
 
