@@ -25,6 +25,7 @@ from . import embedders, ranking
 from .index_store import IndexStore, IndexUnreadable, drop_index, open_index, query_terms
 from .indexer import Indexer, passages, row_text, searchable, value_hash
 from .model import SURFACES
+from .vectors import Vectors
 
 #: The mode of an answer computed from the ledger because the index could not be read.
 LEDGER_MODE = "ledger-fulltext"
@@ -41,7 +42,7 @@ class _Cache:
         self.meta: list[tuple] = []  # (e, a, surface, vhash, author)
         self.cols = {k: np.zeros(0, dtype=np.int64) for k in ("vf", "vt", "txf", "txt", "time")}
         self.surface = np.zeros(0, dtype=np.int16)
-        self.vectors: np.ndarray | None = None
+        self.vectors = Vectors()
         self.pos: dict[int, int] = {}
         self.cursor = -1
         self.epoch: str | None = None
@@ -70,18 +71,20 @@ class _Cache:
         for offset, r in enumerate(rows):
             self.pos[r[0]] = start + offset
         blobs = [r[12] for r in rows]
+        vectors = self.vectors
         if any(b is not None for b in blobs):
             dim = len(next(b for b in blobs if b is not None)) // 4
             block = np.zeros((len(rows), dim), dtype=np.float32)
             for i, b in enumerate(blobs):
                 if b is not None and len(b) == dim * 4:
                     block[i] = np.frombuffer(b, dtype=np.float32)
-            if self.vectors is None or self.vectors.shape[1] != dim:
-                self.vectors = np.zeros((start, dim), dtype=np.float32)
-            self.vectors = np.concatenate([self.vectors, block])
-        elif self.vectors is not None:
-            pad = np.zeros((len(rows), self.vectors.shape[1]), dtype=np.float32)
-            self.vectors = np.concatenate([self.vectors, pad])
+            if vectors.rows and vectors.dim != dim:
+                vectors = self.vectors = Vectors()  # another model's: never mixed
+            if vectors.rows < start:
+                vectors.append(np.zeros((start - vectors.rows, dim), dtype=np.float32))
+            vectors.append(block)
+        elif vectors.rows:
+            vectors.append(np.zeros((len(rows), vectors.dim), dtype=np.float32))
 
     def close(self, closed: list[tuple[int, int]]) -> None:
         for rid, tx in closed:
@@ -424,18 +427,19 @@ class Recall:
             if rid in pos and live[pos[rid]]
         ][:CANDIDATES]
         vectors = cache.vectors
-        dense = q is not None and vectors is not None and vectors.shape[1] == len(q)
-        sims = None
+        dense = q is not None and vectors.rows > 0 and vectors.dim == len(q)
+        sims: dict[int, float] | None = None
         found: dict[int, dict[str, int]] = {}
         for rank, (p, _score) in enumerate(fts, start=1):
             found.setdefault(p, {})["fulltext"] = rank
-        if dense and live.any():
-            sims = vectors @ q
-            masked = np.where(live, sims, -np.inf)
-            n = min(CANDIDATES, int(live.sum()))
-            top = np.argpartition(-masked, n - 1)[:n]
-            for rank, p in enumerate(top[np.argsort(-masked[top])], start=1):
-                found.setdefault(int(p), {})["vector"] = rank
+        if dense:
+            top, cosines = vectors.nearest(q, live, CANDIDATES)
+            sims = dict(zip(top.tolist(), cosines.tolist(), strict=True))
+            for rank, p in enumerate(top.tolist(), start=1):
+                found.setdefault(p, {})["vector"] = rank
+            rest = [p for p in found if p not in sims and p < vectors.rows]
+            if rest:
+                sims.update(zip(rest, vectors.cosines(q, np.array(rest)).tolist(), strict=True))
         if not found:
             return []
         best_fts = max((score for _p, score in fts), default=0.0) or 1.0
@@ -450,9 +454,9 @@ class Recall:
             if item is None:
                 item = items[key] = ranking.Item(key, p, int(cache.cols["vf"][p]))
             if sims is not None:
-                if sims[p] > sims[item.best]:
+                if sims.get(p, 0.0) > sims.get(item.best, 0.0):
                     item.best, item.time = p, int(cache.cols["vf"][p])
-                item.dense.append(max(float(sims[p]), 0.0))
+                item.dense.append(max(sims.get(p, 0.0), 0.0))
             if p in fts_score:
                 item.fulltext.append(fts_score[p])
             for name, rank in ranks.items():
@@ -471,7 +475,7 @@ class Recall:
             item.recency = ranking.recency(vf, at, vf == SINCE_ALWAYS)
             item.relevance = ranking.relevance(item, weights, sims is not None, bool(query))
             item.score = item.relevance + weights.recency * item.recency
-        likeness = vectors if sims is not None else None
+        likeness = vectors.matrix if sims is not None else None
         return ranking.order(list(items.values()), likeness, weights, k)
 
     def _verified(
