@@ -133,10 +133,11 @@ class Runtime:
         """The recall index, shared by every surface of this process (it locks itself)."""
         with self._recall_lock:
             if self._recall is None:
-                embedder = self.home.config().get("recall", {}).get("embedder")
                 from ..memory.recall import Recall
 
-                self._recall = Recall(self.open_ledger(), embedder)
+                self._recall = Recall(
+                    self.open_ledger(), self.home.embedder(), configured=self.home.embedder
+                )
             return self._recall
 
     def prepare(self, on_purpose: bool = False) -> list[str]:

@@ -16,6 +16,7 @@ import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import tomli_w
@@ -87,6 +88,16 @@ class Home:
     @property
     def keys(self) -> Path:
         return self.path / "keys"
+
+    def embedder(self) -> str | None:
+        """The recall embedder this home is configured with (`[recall] embedder`)."""
+        return self.config().get("recall", {}).get("embedder")
+
+    def set_config(self, section: str, key: str, value: Any) -> None:
+        """Set `[section] key = value` in config.toml, keeping everything else."""
+        config = tomllib.loads(self.config_path.read_text())
+        config.setdefault(section, {})[key] = value
+        write_private(self.config_path, tomli_w.dumps(config))
 
     def config(self) -> dict:
         key = stat_key(self.config_path)

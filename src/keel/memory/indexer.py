@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ledger import Ledger
+from ..ledger import KeelError, Ledger
 from ..ledger.instants import FOREVER
 from .embedders import Embedder
 from .index_store import IndexStore, to_blob
@@ -91,6 +91,10 @@ def row_text(a: str, value: str, name: str | None) -> str:
     return value
 
 
+class EmbedderChanged(KeelError):
+    """Another process rebuilt the index with another embedder."""
+
+
 class Indexer:
     def __init__(self, store: IndexStore, ledger: Ledger, embedder: Embedder | None):
         self.store = store
@@ -116,6 +120,7 @@ class Indexer:
                 # Read under the index's write lock: another process may have indexed
                 # these transactions while this one waited.
                 moved = self.store.cursor()
+                self._same_model()
                 self.others_moved = self.others_moved or moved != cursor
                 cursor = moved
                 if cursor >= head:
@@ -135,6 +140,13 @@ class Indexer:
             if progress:
                 progress(cursor, head)
         return added
+
+    def _same_model(self) -> None:
+        """Raise EmbedderChanged when the index was rebuilt with another model since this
+        process opened it: vectors of two models must never sit in one index."""
+        stored = self.store.meta("embedder")
+        if self.embedder is not None and stored not in (None, self.embedder.name):
+            raise EmbedderChanged(f"the recall index is now built with {stored}")
 
     def rederive(self, e: str) -> None:
         """Under the index's write lock: index entity `e` afresh, from its datoms up to the

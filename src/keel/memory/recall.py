@@ -23,7 +23,7 @@ from ..ledger import BadInput, Ledger, View
 from ..ledger.instants import FOREVER, SINCE_ALWAYS, format_instant
 from . import embedders, ranking
 from .index_store import IndexStore, IndexUnreadable, drop_index, open_index, query_terms
-from .indexer import Indexer, passages, row_text, searchable, value_hash
+from .indexer import EmbedderChanged, Indexer, passages, row_text, searchable, value_hash
 from .model import SURFACES
 from .vectors import Vectors
 
@@ -103,19 +103,18 @@ class Recall:
     `store` and `indexer` are None while the index cannot be used (`broken` says why);
     every call tries to open it again first, since another process may have rebuilt it."""
 
-    def __init__(self, ledger: Ledger, embedder: str | embedders.Embedder | None = None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        embedder: str | embedders.Embedder | None = None,
+        configured: Callable[[], str | None] | None = None,
+    ):
+        """`embedder` is a spec (see `embedders`) or an embedder; `configured`, if given,
+        reads the spec the home is configured with now, so a process follows an index
+        rebuilt with another model (`keel reindex --embedder`) instead of going full text."""
         self.ledger = ledger
-        self.embedder_note = ""
-        try:
-            self.embedder = (
-                embedder if hasattr(embedder, "embed") else embedders.load(embedder)  # type: ignore[arg-type]
-            )
-        except embedders.Unavailable as exc:
-            self.embedder, self.embedder_note = None, f"{exc}; recall is full text only"
-        if self.embedder is None and not self.embedder_note:
-            self.embedder_note = "no embedder is configured; recall is full text only"
-        self.note = self.embedder_note
-        self.configured = self.embedder
+        self.configured_spec = configured
+        self._use_embedder(embedder)
         self.lock = threading.RLock()
         #: The weights of the order (fitted; a bench may try others).
         self.ranking = ranking.DEFAULT
@@ -124,6 +123,22 @@ class Recall:
         self.indexer: Indexer | None = None
         self.broken: IndexUnreadable | None = None
         self._usable()
+
+    def _use_embedder(self, embedder: str | embedders.Embedder | None) -> None:
+        """Load the embedder to index and search with (raises BadInput for a spec that names
+        none); one that cannot run here leaves recall full text, with a note saying why."""
+        self.spec = embedder if isinstance(embedder, str | None) else embedder.name
+        self.embedder_note = ""
+        try:
+            self.embedder = (
+                embedders.load(embedder) if isinstance(embedder, str | None) else embedder
+            )
+        except embedders.Unavailable as exc:
+            self.embedder, self.embedder_note = None, f"{exc}; recall is full text only"
+        if self.embedder is None and not self.embedder_note:
+            self.embedder_note = "no embedder is configured; recall is full text only"
+        self.configured = self.embedder
+        self.note = self.embedder_note
 
     @property
     def mode(self) -> str:
@@ -176,6 +191,13 @@ class Recall:
         if stored is None:
             store.set_meta("embedder", name)
         elif stored != name and store.count():
+            spec = self.configured_spec() if self.configured_spec else self.spec
+            if spec != self.spec:
+                # The home was told to use another model (and the index may have been
+                # rebuilt with it): follow, then look again.
+                self._use_embedder(spec)
+                self._check_embedder(store)
+                return
             # Vectors from another model are meaningless here; keep full text and say so.
             self.note = (
                 f"the index was built with {stored}, not {name}; run 'keel reindex' "
@@ -208,8 +230,20 @@ class Recall:
 
     def _catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         with self.lock:
+            if self.embedder is None and self.configured_spec is not None:
+                # Full text only because the index holds another model's vectors: the
+                # home may have been switched to that model since.
+                self._check_embedder(self.store)
+                self.indexer.embedder = self.embedder
             self._sync_cache()
-            added = self.indexer.catch_up(progress, self._follow)
+            try:
+                added = self.indexer.catch_up(progress, self._follow)
+            except EmbedderChanged:
+                self._check_embedder(self.store)
+                self.indexer.embedder = self.embedder
+                self.cache.cursor = -1  # its vectors are the other model's now
+                self._sync_cache()
+                added = self.indexer.catch_up(progress, self._follow)
             if self.indexer.others_moved:
                 self.indexer.others_moved = False
                 self.cache.cursor = -1
@@ -231,14 +265,22 @@ class Recall:
             self.cache = _Cache.loaded(rows, vecs, cursor)
             self.cache.epoch = epoch
 
-    def reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+    def reindex(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        embedder: str | None = None,
+    ) -> int:
         """Rebuild the index from the ledger, whatever state it is in; returns the rows.
 
         An index that opens is emptied in place, since other processes may have it open.
         One that cannot be opened, read or written is dropped — on SQLite its files are
         deleted — and made anew. One that is merely held by another process is left alone
-        (IndexUnreadable with `busy`)."""
+        (IndexUnreadable with `busy`). With `embedder`, the index is rebuilt with that
+        model (a spec; BadInput if it names none, Unavailable if it cannot run here)."""
         with self.lock:
+            if embedder is not None:
+                embedders.load(embedder)  # raises here, rather than degrading quietly
+                self._use_embedder(embedder)
             if self._usable():
                 try:
                     return self._rebuild(progress)

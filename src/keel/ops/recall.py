@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from ..ledger import BadInput
+from ..memory.embedders import Unavailable, load
 from ..memory.model import SURFACES
 from .call import Call
 from .memory import Surface
@@ -124,12 +126,31 @@ class Reindexed(IndexStatus):
     seconds: float
 
 
+class ReindexIn(Input):
+    embedder: Annotated[
+        str | None,
+        Field(
+            max_length=500,
+            description="Rebuild with this embedder (local, local:use-m3, none, "
+            "ollama:MODEL[@URL], openai:MODEL@URL) and make it the home's.",
+        ),
+    ] = None
+
+
 @operation("recall.reindex", capability="recall.reindex", writes=False)
-def reindex(call: Call, p: NoArguments) -> Reindexed:
-    """Rebuild the recall index from the whole ledger, whatever state it is in."""
+def reindex(call: Call, p: ReindexIn) -> Reindexed:
+    """Rebuild the recall index from the whole ledger, whatever state it is in; with an
+    embedder, re-embed everything with it (vectors of two models are never mixed)."""
     index = call.recall()
     started = time.monotonic()
-    rows = index.reindex(progress=call.progress)
+    if p.embedder is not None:
+        try:
+            load(p.embedder)
+        except Unavailable as exc:
+            raise BadInput(f"{exc}; the index is unchanged") from None
+        # The home's choice first: another process that sees the index change follows it.
+        call.services.home.set_config("recall", "embedder", p.embedder)
+    rows = index.reindex(progress=call.progress, embedder=p.embedder)
     status: dict[str, Any] = index.status()
     return Reindexed.model_validate(
         {**status, "reindexed": rows, "seconds": round(time.monotonic() - started, 3)}

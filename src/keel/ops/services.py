@@ -282,10 +282,11 @@ class Services:
             return self.runtime.recall()
         with self._lock:
             if self._recall is None:
-                embedder = self.home.config().get("recall", {}).get("embedder")
                 from ..memory.recall import Recall
 
-                self._recall = Recall(self.open_ledger(), embedder)
+                self._recall = Recall(
+                    self.open_ledger(), self.home.embedder(), configured=self.home.embedder
+                )
             return self._recall
 
     def outside_home(self, text: str) -> Path:

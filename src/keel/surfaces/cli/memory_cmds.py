@@ -128,10 +128,21 @@ def recall(
     out().print(t)
 
 
-def reindex(as_json: JsonFlag = False) -> None:
+def reindex(
+    embedder: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-embed everything with this embedder and make it the home's "
+            "(local, local:use-m3, none, ollama:MODEL[@URL], openai:MODEL@URL)."
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
     """Rebuild the recall index from the whole ledger, whatever state it is in."""
     with progress("indexing") as report_progress:
-        result = call("recall.reindex", progress=report_progress, json=as_json)
+        result = call(
+            "recall.reindex", {"embedder": embedder}, progress=report_progress, json=as_json
+        )
     rate = result.reindexed / max(result.seconds, 1e-6)
     out().print(
         f"reindexed {result.reindexed} rows in {result.seconds:.2f}s "
