@@ -128,12 +128,13 @@ def test_long_transcripts_are_chunked_and_count_once(memory, ledger):
 
 
 class FlakyEmbedder:
-    """A real embedder that fails after `ok` calls, to interrupt a catch-up midway."""
+    """The real default embedder, failing after `ok` calls, to interrupt a catch-up midway."""
 
     def __init__(self, ok: int):
-        from keel.memory.embedders import LocalEncoder
+        from keel.memory import embedders
 
-        self.inner, self.ok, self.name = LocalEncoder(), ok, "local:use-m3"
+        self.inner, self.ok = embedders.load("local"), ok
+        self.name = self.inner.name
 
     def embed(self, texts):
         if self.ok == 0:
@@ -294,7 +295,7 @@ def test_an_openai_compatible_embedder_over_http(memory, ledger, monkeypatch):
         other = Recall(ledger)
         assert other.mode == "fulltext" and "reindex" in other.note
         other.reindex()
-        assert other.store.meta("embedder") == "local:use-m3" and other.mode == "hybrid"
+        assert other.store.meta("embedder") == "local:minilm-l6-int8" and other.mode == "hybrid"
     finally:
         server.shutdown()
         server.server_close()
