@@ -85,7 +85,7 @@ def test_diversity_lets_a_different_answer_into_the_top(memory, ledger):
     recall = Recall(ledger)
     recall.ranking = replace(ranking.DEFAULT, diversity=0.0, update=2.0)
     plain = [r["id"] for r in recall.search("travel booked for the conference", k=2)["results"]]
-    recall.ranking = replace(ranking.DEFAULT, diversity=0.5, update=2.0)
+    recall.ranking = replace(ranking.DEFAULT, diversity=1.0, update=2.0)
     diverse = [r["id"] for r in recall.search("travel booked for the conference", k=2)["results"]]
     assert other not in plain and other in diverse
 
