@@ -70,6 +70,7 @@ from rank_bm25 import BM25Okapi
 
 from keel.ledger import Ledger, Signer
 from keel.memory import embedders
+from keel.memory import vectors as vectors_module
 from keel.memory.memory import Memory, ensure_schema
 from keel.memory.recall import Recall
 
@@ -700,7 +701,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--explain-file", help="write each question's top 10 per mode, with keel's ranks, here"
     )
+    parser.add_argument(
+        "--approximate",
+        action="store_true",
+        help="keel scans vectors quantised (with exact re-scoring) at any size, as it does "
+        "from 20,000 rows: run once with and once without to see what that loses",
+    )
     args = parser.parse_args(argv)
+    if args.approximate:
+        vectors_module.APPROXIMATE = 0
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     unknown = [m for m in modes if m not in ALL_MODES]
     if unknown:
@@ -719,6 +728,7 @@ def main(argv: list[str] | None = None) -> None:
         explain_file=args.explain_file,
     )
     result["wall_s"] = time.perf_counter() - start
+    result["approximate"] = args.approximate
     result["file"] = str(args.path)
     if args.json:
         print(json.dumps(result))

@@ -121,3 +121,29 @@ def test_the_order_is_a_permutation_and_plain_sort_without_its_steps(found, div,
         if i.updated_by:
             keys = [x.key for x in ordered]
             assert keys.index(i.updated_by) < keys.index(i.key)
+
+
+def test_relevance_mixes_both_retrievers_and_one_alone_gets_all_the_weight():
+    item = ranking.Item(key="x", best=0, time=0, dense=[0.8, 0.6], fulltext=[0.5])
+    weights = replace(ranking.DEFAULT, fulltext=0.25, second=0.5, fact=1.0)
+    both = ranking.relevance(item, weights, dense=True, fulltext=True)
+    assert both == pytest.approx(0.75 * (0.8 + 0.5 * 0.6) + 0.25 * 0.5)
+    assert ranking.relevance(item, weights, dense=True, fulltext=False) == pytest.approx(1.1)
+    assert ranking.relevance(item, weights, dense=False, fulltext=True) == pytest.approx(0.5)
+    item.fact = 1.0
+    assert ranking.relevance(item, weights, True, True) == pytest.approx(both + 1.0)
+
+
+@pytest.mark.parametrize(
+    ("query", "key", "text", "expected"),
+    [
+        ("where does Alice live", "lives_in", "Alice lives in: Berlin", 1.0),
+        ("who lived in Berlin", "lives_in", "Alice lives in: Berlin", 0.0),  # no name
+        ("does Alice live in Berlin", "lives_in", "Alice lives in: Berlin", 1.0),
+        ("where does Bob live", "lives_in", "Alice lives in: Berlin", 0.0),
+        ("what is Alice Smith's role", "role", "Alice Smith role: SRE on Atlas", 1.0),
+        ("what is Alice's role", "role", "Alice Smith role: SRE on Atlas", 0.0),  # half a name
+    ],
+)
+def test_an_exact_fact_match_needs_the_name_and_the_key_or_value(query, key, text, expected):
+    assert ranking.fact_match(ranking.words(query), key, text) == expected
