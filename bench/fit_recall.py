@@ -32,10 +32,10 @@ from keel.memory.recall import Recall
 from recall import CachedEmbedder, Stores, handle, load_instance, metrics, parse_date, render
 
 GRID = {
-    "fulltext": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-    "second": (0.0, 0.15, 0.3),
-    "update": (0.6, 0.7, 0.8, 2.0),  # 2.0: never (cosines are at most 1)
-    "diversity": (0.0, 0.1, 0.2),
+    "fulltext": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
+    "second": (0.0, 0.1, 0.2),
+    "update": (0.7, 0.8, 0.9, 2.0),  # 2.0: never (cosines are at most 1)
+    "diversity": (0.0, 0.05, 0.1, 0.2),
 }
 DEPTH = 10
 

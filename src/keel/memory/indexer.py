@@ -23,9 +23,6 @@ from .index_store import IndexStore, to_blob
 from .model import SEARCHABLE
 
 CHUNK = 400  # characters at most per row: a long text is many rows
-#: A line shorter than this ("assistant: Noted.") joins its neighbour rather than
-#: standing alone as a row that means nothing.
-SHORT = 60
 BATCH_TXS = 400
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -40,24 +37,15 @@ def value_hash(value: Any) -> str:
 
 def passages(text: str, size: int = CHUNK) -> list[str]:
     """The rows a text is searched as: one per line or paragraph (a transcript's turn), a
-    long one split at sentence ends and then hard at `size`, a short one joined to the one
-    before it.
+    long one split at sentence ends and then hard at `size`.
 
-    Why per line: a fact is said once, in one turn, among turns about other things; a row
-    holding several turns dilutes it (its vector is an average of all of them), while a
-    row per turn lets the item be found by its best turn (see `ranking`)."""
-    out: list[str] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        for piece in _split(line, size):
-            last = out[-1] if out else ""
-            if last and min(len(last), len(piece)) < SHORT and len(last) + len(piece) < size:
-                out[-1] = f"{last}\n{piece}"
-            else:
-                out.append(piece)
-    return out
+    Why per line, short ones too: a fact is said once, in one turn ("Ollie got a 6 in his
+    chemistry mock."), among turns about other things; a row holding several turns dilutes
+    it (its vector is an average of all of them), while a row per turn lets the item be
+    found by its best turn (see `ranking`)."""
+    return [
+        piece for line in text.splitlines() if line.strip() for piece in _split(line.strip(), size)
+    ]
 
 
 def _split(line: str, size: int) -> list[str]:

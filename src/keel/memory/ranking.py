@@ -43,11 +43,11 @@ WINDOW = 30
 class Ranking:
     """The weights of one ranking. `DEFAULT` is the fitted one."""
 
-    fulltext: float = 0.3  # share of full-text evidence in relevance (dense has the rest)
-    second: float = 0.15  # weight of an item's second-best passage
+    fulltext: float = 0.2  # share of full-text evidence in relevance (dense has the rest)
+    second: float = 0.0  # weight of an item's second-best passage
     fact: float = 0.5  # bonus for a fact whose entity and key the question names
-    update: float = 0.75  # cosine above which two items are one thing at two times
-    diversity: float = 0.0  # MMR: how much likeness to a placed item costs
+    update: float = 2.0  # cosine above which two items are one thing at two times
+    diversity: float = 0.1  # MMR: how much likeness to a placed item costs
     recency: float = 0.001  # tie-breaker: at most this much for something valid today
 
 
