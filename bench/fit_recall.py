@@ -34,7 +34,9 @@ from recall import CachedEmbedder, Stores, handle, load_instance, metrics, parse
 GRID = {
     "fulltext": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
     "second": (0.0, 0.1, 0.2),
-    "update": (0.7, 0.8, 0.9, 2.0),  # 2.0: never (cosines are at most 1)
+    # Always on: an agent must see "now" before "then". The fit only picks how alike two
+    # items must be to count as one thing at two times.
+    "update": (0.7, 0.8, 0.9),
     "diversity": (0.0, 0.05, 0.1, 0.2),
 }
 DEPTH = 10

@@ -25,6 +25,9 @@ import numpy as np
 from ..ledger import KeelError, Ledger
 from ..ledger.stores.sqlite import scrub_sqlite
 
+#: How long a writer waits for another process's hold on the index before it is `busy`.
+LOCK_WAIT_S = 60
+
 ROW_COLUMNS = "id, e, a, surface, vhash, vf, vt, txf, txt, tx_time, author"
 
 _STOPWORDS = frozenset(
@@ -338,7 +341,7 @@ class SqliteIndex(IndexStore):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         with self._guard():
             self.conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=60
+                path, isolation_level=None, check_same_thread=False, timeout=LOCK_WAIT_S
             )
         try:
             self.execute("PRAGMA journal_mode=WAL")
@@ -463,6 +466,10 @@ class PostgresIndex(IndexStore):
         self.errors = (psycopg.Error,)
         with self._guard():
             self.conn = psycopg.connect(dsn, autocommit=True)
+            # As SQLite's busy timeout: a writer held up longer than this (another process
+            # paused while it holds the index's lock) gives up, `busy`, instead of waiting
+            # for ever.
+            self.conn.execute(f"SET lock_timeout = '{LOCK_WAIT_S}s'")
         try:
             with self._guard(), self.conn.transaction():
                 self.execute("SELECT pg_advisory_xact_lock(7717001)")
@@ -470,6 +477,9 @@ class PostgresIndex(IndexStore):
         except IndexUnreadable:
             self.conn.close()
             raise
+
+    def _busy(self, exc: Exception) -> bool:
+        return getattr(exc, "sqlstate", None) == "55P03"  # lock_not_available
 
     @staticmethod
     def drop(dsn: str) -> None:

@@ -90,6 +90,8 @@ class Indexer:
         self.embedder = embedder
         #: Set when another process indexed rows this one did not see being added.
         self.others_moved = False
+        #: Vectors of the current batch's texts, made before its write lock was taken.
+        self._ready: dict[str, bytes] = {}
 
     def catch_up(
         self,
@@ -103,6 +105,11 @@ class Indexer:
         head = self.ledger.head().id
         cursor = self.store.cursor()
         while cursor < head:
+            # Embed the batch's new texts before taking the index's write lock: embedding
+            # is the slow part, and a process paused or slowed there must not hold a lock
+            # every other indexer waits on.
+            datoms, upto = self.ledger.committed(cursor, BATCH_TXS)
+            self._prepare_vectors(datoms)
             self.store.begin()
             try:
                 # Read under the index's write lock: another process may have indexed
@@ -110,17 +117,20 @@ class Indexer:
                 moved = self.store.cursor()
                 self._same_model()
                 self.others_moved = self.others_moved or moved != cursor
-                cursor = moved
-                if cursor >= head:
+                if moved >= head:
                     self.store.commit()
                     break
-                datoms, upto = self.ledger.committed(cursor, BATCH_TXS)
+                if moved != cursor:
+                    cursor = moved
+                    datoms, upto = self.ledger.committed(cursor, BATCH_TXS)
                 rows, closed = self._apply(datoms)
                 self.store.set_meta("cursor", str(upto))
                 self.store.commit()
             except BaseException:
                 self.store.rollback()
                 raise
+            finally:
+                self._ready = {}
             if on_rows:
                 on_rows(rows, closed)
             added += len(rows)
@@ -220,12 +230,34 @@ class Indexer:
             self.store.insert_rows(rows)
         return rows
 
+    def _prepare_vectors(self, datoms: list[dict]) -> None:
+        """Embed the texts the batch's additions will make rows of (as far as can be told
+        without the lock: a name changed meanwhile makes a text embedded later)."""
+        self._ready = {}
+        if self.embedder is None:
+            return
+        names = {d["e"]: d["v"] for d in datoms if d["a"] == "entity/name" and d["op"] == "add"}
+        texts: dict[str, None] = {}
+        for d in datoms:
+            if d["op"] != "add" or not searchable(d["a"]) or not isinstance(d["v"], str):
+                continue
+            name = names.get(d["e"])
+            if name is None and d["a"].startswith("fact/"):
+                name = self.store.entity_info(d["e"])[1]
+            texts.update(dict.fromkeys(passages(row_text(d["a"], d["v"], name))))
+        if texts:
+            vectors = np.asarray(self.embedder.embed(list(texts)))
+            self._ready = {t: to_blob(v) for t, v in zip(texts, vectors, strict=True)}
+
     def _embed(self, rows: list[list]) -> None:
         todo = [r for r in rows if r[-1] is None]
         if self.embedder is None or not todo:
             return
-        texts = list(dict.fromkeys(r[4] for r in todo))
-        vectors = self.embedder.embed(texts)
-        by_text = {t: to_blob(v) for t, v in zip(texts, np.asarray(vectors), strict=True)}
+        ready = self._ready
+        texts = list(dict.fromkeys(r[4] for r in todo if r[4] not in ready))
+        by_text = dict(ready)
+        if texts:
+            vectors = self.embedder.embed(texts)
+            by_text.update((t, to_blob(v)) for t, v in zip(texts, np.asarray(vectors), strict=True))
         for r in todo:
             r[-1] = by_text[r[4]]
