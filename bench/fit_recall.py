@@ -29,15 +29,17 @@ from keel.ledger import Ledger, Signer
 from keel.memory import embedders, ranking
 from keel.memory.indexer import passages
 from keel.memory.recall import Recall
-from recall import CachedEmbedder, Stores, handle, load_instance, metrics, parse_date, render
+from recall import CachedEmbedder, Stores, load_instance, metrics, parse_date, render
 
 GRID = {
-    "fulltext": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4),
-    "second": (0.0, 0.1, 0.2),
+    "fulltext": (0.0, 0.1, 0.2, 0.3, 0.4),
+    "lexical": (0.0, 0.5, 0.7),
+    "second": (0.0, 0.1),
     # Always on: an agent must see "now" before "then". The fit only picks how alike two
     # items must be to count as one thing at two times.
-    "update": (0.7, 0.8, 0.9),
-    "diversity": (0.0, 0.05, 0.1, 0.2),
+    "update": (0.8, 0.9),
+    "diversity": (0.0, 0.1, 0.3),
+    "copies": (0.0, 0.9),
 }
 DEPTH = 10
 
@@ -47,8 +49,7 @@ def warm(embedder: CachedEmbedder, data: list[dict], batch: int = 256) -> None:
     texts: dict[str, None] = {}
     for inst in data:
         texts[inst["question"]] = None
-        for i, session in enumerate(inst["haystack_sessions"]):
-            texts[handle(i, len(inst["haystack_sessions"]))] = None
+        for session in inst["haystack_sessions"]:
             for piece in passages(render(session).strip() or "(empty session)"):
                 texts[piece] = None
     todo = list(texts)
@@ -83,7 +84,7 @@ def ask(
             found = rec.search(
                 inst["question"], valid_at=parse_date(inst["question_date"]), k=DEPTH
             )
-            ranked = list(dict.fromkeys(back[r["title"]] for r in found["results"]))
+            ranked = list(dict.fromkeys(back[r["id"]] for r in found["results"]))
             out.append(metrics(ranked, relevant, 5))
         rec.close()
         return out

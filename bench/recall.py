@@ -13,9 +13,10 @@ haystack_sessions, answer_session_ids, and optionally split = "dev" | "test");
 
 For each instance a fresh ledger (a temporary SQLite file, or a fresh PostgreSQL schema
 with --store postgres, from KEEL_TEST_PG) gets every haystack session as an episode,
-valid from its haystack date, whose title and session handle are *positional* ("s07"),
+valid from its haystack date, with no title and a *positional* session handle ("s07"),
 never the original session id, so labels cannot leak into ranking. The question is then
-asked with `valid_at` = the question date, results are mapped back to session ids, and
+asked with `valid_at` = the question date, results are mapped back to session ids by
+their entity id, and
 recall_any@k, recall_all@k and nDCG@k (binary relevance, session level) are computed.
 
 Modes, side by side on the same sessions:
@@ -334,7 +335,9 @@ def _later_sessions(inst: dict) -> set[str]:
 
 # -- one instance ----------------------------------------------------------------------------
 def load_instance(led: Ledger, inst: dict) -> dict[str, str]:
-    """Store the haystack as episodes under positional handles; returns handle -> session id."""
+    """Store the haystack as episodes (no title: a LongMemEval session has none, and a
+    made-up one would be a searchable row of its own) under positional session handles;
+    returns episode entity id -> session id."""
     ensure_schema(led)  # a bare ledger: declare what `keel init` declares for a home
     mem = Memory(led)
     sessions = inst["haystack_sessions"]
@@ -343,9 +346,9 @@ def load_instance(led: Ledger, inst: dict) -> dict[str, str]:
         zip(inst["haystack_session_ids"], inst["haystack_dates"], sessions, strict=True)
     ):
         h = handle(i, len(sessions))
-        back[h] = sid
         text = render(session).strip() or "(empty session)"
-        mem.add_episode(text, agent="longmemeval", title=h, session=h, at=parse_date(date))
+        made = mem.add_episode(text, agent="longmemeval", session=h, at=parse_date(date))
+        back[made["id"]] = sid
     return back
 
 
@@ -362,7 +365,7 @@ def keel_rank(
     elapsed = time.perf_counter() - start
     ranked: list[str] = []
     for r in out["results"]:
-        sid = back.get(r.get("title") or "")
+        sid = back.get(r["id"])
         if sid is not None and sid not in ranked:
             ranked.append(sid)
     return ranked, elapsed, out
@@ -410,7 +413,7 @@ def dense_baseline_rank(inst: dict, emb: CachedEmbedder) -> tuple[list[str], flo
 def _explain(out: dict, back: dict[str, str]) -> list[dict]:
     return [
         {
-            "session": back.get(r.get("title") or ""),
+            "session": back.get(r["id"]),
             "title": r.get("title"),
             "score": r.get("score"),
             "ranks": r.get("ranks"),

@@ -207,18 +207,23 @@ class IndexStore:
     _df: dict[str, int]
     _df_rows: int = 0
 
-    def selective(self, terms: list[str], rows: int) -> list[str]:
-        """`terms` without the very common ones (the rarest two are always kept); `rows` is
-        how many rows the index holds."""
-        if rows < 1000:
-            return terms
+    def frequencies(self, terms: list[str], rows: int) -> dict[str, int]:
+        """How many rows hold each term (counted once, and again when the index has grown
+        by a tenth since); `rows` is how many rows the index holds."""
         if not hasattr(self, "_df") or rows > self._df_rows * 1.1:
             self._df, self._df_rows = {}, rows  # document frequencies drift as rows grow
         for t in terms:
             if t not in self._df:
                 self._df[t] = self.doc_frequency(t)
-        by_rarity = sorted(terms, key=lambda t: self._df[t])
-        keep = [t for t in terms if self._df[t] <= rows * self.COMMON]
+        return {t: self._df[t] for t in terms}
+
+    def selective(self, terms: list[str], rows: int) -> list[str]:
+        """`terms` without the very common ones (the rarest two are always kept)."""
+        if rows < 1000:
+            return terms
+        df = self.frequencies(terms, rows)
+        by_rarity = sorted(terms, key=lambda t: df[t])
+        keep = [t for t in terms if df[t] <= rows * self.COMMON]
         return keep if len(keep) >= 2 else [t for t in terms if t in by_rarity[:2]]
 
     def cursor(self) -> int:

@@ -43,11 +43,14 @@ WINDOW = 30
 class Ranking:
     """The weights of one ranking. `DEFAULT` is the fitted one."""
 
-    fulltext: float = 0.2  # share of full-text evidence in relevance (dense has the rest)
+    fulltext: float = 0.0  # share of full-text evidence in relevance (dense has the rest)
+    lexical: float = 0.0  # the share of the query's term weight below which a passage's
+    # full-text evidence counts for nothing (only strong lexical matches add)
     second: float = 0.0  # weight of an item's second-best passage
     fact: float = 0.5  # bonus for a fact whose entity and key the question names
-    update: float = 2.0  # cosine above which two items are one thing at two times
-    diversity: float = 0.1  # MMR: how much likeness to a placed item costs
+    update: float = 0.9  # cosine above which two items are one thing at two times
+    diversity: float = 0.1  # MMR: how much being a copy of a placed item costs
+    copies: float = 0.0  # cosine from which an item starts to count as a copy (MMR)
     recency: float = 0.001  # tie-breaker: at most this much for something valid today
 
 
@@ -73,11 +76,14 @@ class Item:
 
     def explain(self) -> dict[str, float]:
         """The components of its score, for `recall --explain`."""
+        dense, fulltext = (
+            [*sorted(v, reverse=True), 0.0, 0.0] for v in (self.dense, self.fulltext)
+        )
         parts = {
-            "dense": self.dense[0] if self.dense else 0.0,
-            "fulltext": self.fulltext[0] if self.fulltext else 0.0,
-            "dense_second": self.dense[1] if len(self.dense) > 1 else 0.0,
-            "fulltext_second": self.fulltext[1] if len(self.fulltext) > 1 else 0.0,
+            "dense": dense[0],
+            "fulltext": fulltext[0],
+            "dense_second": dense[1],
+            "fulltext_second": fulltext[1],
             "fact": self.fact,
             "recency": self.recency,
             "relevance": self.relevance,
@@ -103,8 +109,31 @@ def relevance(item: Item, ranking: Ranking, dense: bool, fulltext: bool) -> floa
         return top[0] + ranking.second * top[1]
 
     share = ranking.fulltext if dense and fulltext else (1.0 if fulltext else 0.0)
-    mixed = (1.0 - share) * best_two(item.dense) + share * best_two(item.fulltext)
+    floor = ranking.lexical if dense and fulltext else 0.0
+    lexical = [max(0.0, c - floor) / (1.0 - floor) for c in item.fulltext]
+    mixed = (1.0 - share) * best_two(item.dense) + share * best_two(lexical)
     return mixed + ranking.fact * item.fact
+
+
+# -- full-text evidence ------------------------------------------------------------------
+def term_weights(df: dict[str, int], rows: int) -> dict[str, float]:
+    """Each query term's weight: its inverse document frequency (BM25's), keyed by stem."""
+    weights: dict[str, float] = {}
+    for term, n in df.items():
+        idf = math.log((rows - n + 0.5) / (n + 0.5) + 1.0)
+        weights[stem(term)] = max(weights.get(stem(term), 0.0), idf)
+    return weights
+
+
+def coverage(weights: dict[str, float], text: str) -> float:
+    """The share of the query's term weight a passage holds: 1 when it has every term, little
+    when it has only common ones. Unlike a BM25 score divided by the query's best, it does
+    not call the best of a poor lot a full match."""
+    total = sum(weights.values())
+    if not total:
+        return 0.0
+    held = words(text)
+    return sum(w for t, w in weights.items() if t in held) / total
 
 
 # -- fact matching -----------------------------------------------------------------------
@@ -153,7 +182,7 @@ def order(items: list[Item], vectors: np.ndarray | None, ranking: Ranking, k: in
     alike = _likeness(head, vectors)
     _pair_updates(head, alike, ranking.update)
     if ranking.diversity > 0:
-        head = _diversified(head, alike, ranking.diversity)
+        head = _diversified(head, alike, ranking.diversity, ranking.copies)
     return _updates_first(head) + tail
 
 
@@ -193,20 +222,27 @@ def _updates_first(items: list[Item]) -> list[Item]:
     return placed
 
 
-def _diversified(items: list[Item], alike: np.ndarray, weight: float) -> list[Item]:
-    """Maximal marginal relevance; an update and what it replaced are not penalised for
-    being alike (both are wanted)."""
-    pairs = {(it.key, it.updates) for it in items if it.updates}
-    pairs |= {(b, a) for a, b in pairs}
-    left = list(range(len(items)))
+def _diversified(items: list[Item], alike: np.ndarray, weight: float, floor: float) -> list[Item]:
+    """Maximal marginal relevance over copies: an item costs `weight` times how far its
+    likeness to an item already placed goes beyond `floor` (all of it for an exact copy).
+    Only near-copies pay: items of one answer spread over several sessions are alike too,
+    and must not push each other out. An update and what it replaced are not penalised
+    (both are wanted)."""
+    n = len(items)
+    index = {item.key: i for i, item in enumerate(items)}
+    exempt = np.zeros((n, n), dtype=bool)
+    for i, item in enumerate(items):
+        j = index.get(item.updates or "")
+        if j is not None:
+            exempt[i, j] = exempt[j, i] = True
+    scores = np.array([item.score for item in items])
+    copied = np.zeros(n)  # how much of a copy of a placed item each item is, 0 to 1
+    left = np.ones(n, dtype=bool)
     chosen: list[int] = []
-    while left:
-
-        def marginal(i: int) -> float:
-            penalties = [alike[i, j] for j in chosen if (items[i].key, items[j].key) not in pairs]
-            return items[i].score - weight * max(penalties, default=0.0)
-
-        best = max(left, key=marginal)
+    for _ in range(n):
+        best = int(np.argmax(np.where(left, scores - weight * copied, -np.inf)))
         chosen.append(best)
-        left.remove(best)
+        left[best] = False
+        copy = np.clip((alike[:, best] - floor) / max(1.0 - floor, 1e-6), 0.0, 1.0)
+        copied = np.maximum(copied, np.where(exempt[:, best], 0.0, copy))
     return [items[i] for i in chosen]

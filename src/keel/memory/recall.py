@@ -484,8 +484,17 @@ class Recall:
                 sims.update(zip(rest, vectors.cosines(q, np.array(rest)).tolist(), strict=True))
         if not found:
             return []
-        best_fts = max((score for _p, score in fts), default=0.0) or 1.0
-        fts_score = {p: score / best_fts for p, score in fts}
+        # Full-text evidence for every candidate (found by either retriever): the share of
+        # the query's term weight its passage holds.
+        texts = self.store.text_of([int(cache.ids[p]) for p in found])
+        term_weight = (
+            ranking.term_weights(self.store.frequencies(query_terms(query), len(pos)), len(pos))
+            if query
+            else {}
+        )
+        fts_score = {
+            p: ranking.coverage(term_weight, texts.get(int(cache.ids[p]), "")) for p in found
+        }
         query_words = ranking.words(query) if query else set()
         items: dict[str, ranking.Item] = {}
         facts: list[tuple[ranking.Item, int]] = []
@@ -499,14 +508,13 @@ class Recall:
                 if sims.get(p, 0.0) > sims.get(item.best, 0.0):
                     item.best, item.time = p, int(cache.cols["vf"][p])
                 item.dense.append(max(sims.get(p, 0.0), 0.0))
-            if p in fts_score:
+            if query:
                 item.fulltext.append(fts_score[p])
             for name, rank in ranks.items():
                 item.ranks[name] = min(rank, item.ranks.get(name, rank))
             if a.startswith("fact/") and query_words:
                 facts.append((item, p))
         if facts:
-            texts = self.store.text_of([int(cache.ids[p]) for _i, p in facts])
             for item, p in facts:
                 key = cache.meta[p][1].removeprefix("fact/")
                 text = texts.get(int(cache.ids[p]), "")
