@@ -278,6 +278,15 @@ def test_recall_over_http_respects_valid_time(api, run):
     then, now = lived(valid_at="2023-06-01"), lived()
     assert then and all("Denver" in t for t in then)
     assert now and all("Boston" in t for t in now)
+    why = ok(api.get("/recall", params={"query": "where does Alice live", "explain": "true"}))
+    top = why["results"][0]
+    assert top["text"] == "Alice lives in: Boston" and top["explain"]["fact"] == 1.0
+    assert [p["text"] for p in top["previous"]] == ["Alice lives in: Denver"]
+    alone = ok(api.get("/recall", params={"query": "where does Alice live", "mode": "fulltext"}))
+    assert alone["mode"] == "fulltext" and alone["results"]
+    assert (
+        "mode" in error(api.get("/recall", params={"query": "x", "mode": "psychic"}), 400)["error"]
+    )
     only = ok(api.get("/recall", params={"query": "Boston", "surface": "observation"}))
     assert only["results"] and {r["surface"] for r in only["results"]} == {"observation"}
 

@@ -178,8 +178,9 @@ def test_stdio_tools_resources_and_authorship(agent_home, services, tmp_path: Pa
         observed = [e for e in timeline["events"] if e["type"] == "observation"]
         assert observed[0]["author"] == AGENT and observed[0]["source"] == "chat"
 
-        found = await call(s, "recall", query="Alice Denver", k=5)
+        found = await call(s, "recall", query="Alice Denver", k=5, explain=True)
         assert found["results"][0]["provenance"]["author"] == AGENT
+        assert set(found["results"][0]["explain"]) >= {"dense", "fulltext", "fact", "score"}
         only = await call(s, "recall", query="deploy key", surface="working")
         assert [r["id"] for r in only["results"]] == [note["id"]]
 
@@ -216,6 +217,7 @@ def test_stdio_errors_are_tool_results(agent_home, tmp_path: Path):
         assert "k:" in await error(s, "recall", query="x", k=10**30)
         assert "64 bits" in await error(s, "recall", query="x", as_of="9" * 30)
         assert "surface" in await error(s, "recall", query="x", surface="diary")
+        assert "mode" in await error(s, "recall", query="x", mode="psychic")
         assert await error(s, "capture", text="  ") == "text must be a non-empty string"
         assert "both a fact and its value" in await error(
             s, "observe", entity="a", text="x", fact="k"
