@@ -53,7 +53,7 @@ def test_a_fact_shows_the_values_it_held_before(memory, ledger):
 
 def test_an_update_comes_before_what_it_replaced_and_both_stay(memory, ledger):
     old = memory.add_episode(
-        "user: My dentist is Dr Okafor on Main Street.\nassistant: Noted.",
+        "user: I park the car in bay 14.\nassistant: Noted.",
         agent="chat",
         title="march",
         at="2024-03-01",
@@ -65,16 +65,16 @@ def test_an_update_comes_before_what_it_replaced_and_both_stay(memory, ledger):
         at="2024-05-01",
     )
     new = memory.add_episode(
-        "user: My dentist is Dr Lindqvist on Harbour Road now.\nassistant: Noted.",
+        "user: I park the car in bay 22 now.\nassistant: Noted.",
         agent="chat",
         title="october",
         at="2024-10-01",
     )["id"]
-    found = Recall(ledger).search("who is my dentist", k=3, valid_at="2025-01-01")["results"]
+    found = Recall(ledger).search("where do I park", k=3, valid_at="2025-01-01")["results"]
     assert [r["id"] for r in found[:2]] == [new, old]
     assert found[0]["updates"] == old and found[1]["updated_by"] == new
     # Before the newer one was said, the older one is simply the answer.
-    before = Recall(ledger).search("who is my dentist", k=3, valid_at="2024-06-01")["results"]
+    before = Recall(ledger).search("where do I park", k=3, valid_at="2024-06-01")["results"]
     assert before[0]["id"] == old and "updated_by" not in before[0]
 
 
@@ -125,11 +125,17 @@ def test_the_order_is_a_permutation_and_plain_sort_without_its_steps(found, div,
 
 def test_relevance_mixes_both_retrievers_and_one_alone_gets_all_the_weight():
     item = ranking.Item(key="x", best=0, time=0, dense=[0.8, 0.6], fulltext=[0.5])
-    weights = replace(ranking.DEFAULT, fulltext=0.25, second=0.5, fact=1.0)
+    weights = replace(ranking.DEFAULT, fulltext=0.25, lexical=0.0, second=0.5, fact=1.0)
     both = ranking.relevance(item, weights, dense=True, fulltext=True)
     assert both == pytest.approx(0.75 * (0.8 + 0.5 * 0.6) + 0.25 * 0.5)
     assert ranking.relevance(item, weights, dense=True, fulltext=False) == pytest.approx(1.1)
     assert ranking.relevance(item, weights, dense=False, fulltext=True) == pytest.approx(0.5)
+    # Below the lexical floor, full text counts for nothing; above it, what is above.
+    floored = replace(weights, lexical=0.6)
+    assert ranking.relevance(item, floored, True, True) == pytest.approx(0.75 * 1.1)
+    item.fulltext = [0.8]
+    assert ranking.relevance(item, floored, True, True) == pytest.approx(0.75 * 1.1 + 0.25 * 0.5)
+    item.fulltext = [0.5]
     item.fact = 1.0
     assert ranking.relevance(item, weights, True, True) == pytest.approx(both + 1.0)
 

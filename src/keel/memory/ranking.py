@@ -41,10 +41,12 @@ WINDOW = 30
 
 @dataclass(frozen=True)
 class Ranking:
-    """The weights of one ranking. `DEFAULT` is the fitted one."""
+    """The weights of one ranking. `DEFAULT` is the one `bench/fit_recall.py` chose on the
+    dev split of both fixtures (2026-12-02, all-MiniLM-L6-v2): dev recall_all@5 0.920,
+    test 0.922 (docs/benchmarks.md)."""
 
-    fulltext: float = 0.0  # share of full-text evidence in relevance (dense has the rest)
-    lexical: float = 0.0  # the share of the query's term weight below which a passage's
+    fulltext: float = 0.3  # share of full-text evidence in relevance (dense has the rest)
+    lexical: float = 0.7  # the share of the query's term weight below which a passage's
     # full-text evidence counts for nothing (only strong lexical matches add)
     second: float = 0.0  # weight of an item's second-best passage
     fact: float = 0.5  # bonus for a fact whose entity and key the question names
