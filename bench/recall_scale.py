@@ -520,7 +520,8 @@ class Targets:
 
 
 def stand_in_vectors(rec: Recall, raw: RawFulltext, emb: Any, sample: int, log) -> dict:
-    """Give every row of a full-text index a real USE vector of one of `sample` of its rows.
+    """Give every row of a full-text index the real vector of one of `sample` of its rows
+    (embedded with the default embedder), moved a little at random.
 
     Hybrid latency depends on how many vectors there are, not on which, so this measures
     the same query path at full size without embedding every row on a busy 2-core box."""
@@ -548,8 +549,8 @@ def stand_in_vectors(rec: Recall, raw: RawFulltext, emb: Any, sample: int, log) 
     )
     store.set_meta("embedder", emb.name)
     store.commit()
-    log(f"stand-in vectors: {len(blobs)} embedded in {embed_s:.0f} s, {len(ids)} rows\n")
-    return {"sample": len(blobs), "rows": len(ids), "embed_texts_per_s": len(blobs) / embed_s}
+    log(f"stand-in vectors: {len(vectors)} embedded in {embed_s:.0f} s, {len(ids)} rows\n")
+    return {"sample": len(vectors), "rows": len(ids), "embed_texts_per_s": len(vectors) / embed_s}
 
 
 def approximation(rec: Recall, qs: list[str]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ split.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ def coverage(weights: dict[str, float], text: str) -> float:
 _SUFFIXES = ("ing", "ed", "es", "s", "e")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A crude stem, enough to see "live", "lives" and "lived" as one word."""
     for suffix in _SUFFIXES:

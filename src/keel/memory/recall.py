@@ -15,6 +15,7 @@ import contextlib
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,9 @@ from .vectors import Vectors
 LEDGER_MODE = "ledger-fulltext"
 #: The retrievers a search may be asked to use.
 MODES = ("hybrid", "fulltext", "dense")
-CANDIDATES = 200
+#: Passages each retriever brings, or k if more are asked for (the full-text query looks
+#: 4x deeper, since rows that are not live are dropped after it).
+CANDIDATES = 100
 
 
 class _Cache:
@@ -118,6 +121,7 @@ class Recall:
         self.lock = threading.RLock()
         #: The weights of the order (fitted; a bench may try others).
         self.ranking = ranking.DEFAULT
+        self._pool: ThreadPoolExecutor | None = None  # the full-text query's thread
         self.cache = _Cache()
         self.store: IndexStore | None = None
         self.indexer: Indexer | None = None
@@ -207,6 +211,9 @@ class Recall:
 
     def close(self) -> None:
         """Close the index (a later call opens it again rather than calling it unreadable)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self.store is not None:
             with contextlib.suppress(IndexUnreadable):
                 self.store.close()
@@ -431,15 +438,20 @@ class Recall:
                 note = f"the index is behind the ledger ({exc}); results may miss new items"
             view = self.ledger.view(as_of=as_of, valid_at=valid_at)
             live = self._mask(view, surface)
+            words = query if mode != "dense" else ""
+            # The full-text query runs beside the query's embedding and the vector scan
+            # (SQLite, PostgreSQL, onnxruntime and faiss all let go of the GIL).
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="keel-recall-fulltext")
+            depth, rows = 4 * max(CANDIDATES, k), len(self.cache.pos)
+            fts = self._pool.submit(self.store.fulltext, words, depth, rows)
             dense = self.embedder is not None and mode != "fulltext"
             try:
                 query_vector = self.embedder.embed([query])[0] if dense else None
             except embedders.Unavailable as exc:
                 query_vector = None
                 note = "; ".join(filter(None, [note, f"{exc}; this answer is full text only"]))
-            ranked = self._rank(
-                query if mode != "dense" else "", query_vector, live, view.valid_at, k
-            )
+            ranked = self._rank(words, fts, query_vector, live, view.valid_at, k)
             results = self._verified(ranked, view, k, explain)
         return {
             "query": query,
@@ -459,23 +471,32 @@ class Recall:
         return mask
 
     def _rank(
-        self, query: str, q: np.ndarray | None, live: np.ndarray, at: int, k: int
+        self,
+        query: str,
+        fulltext: Future,
+        q: np.ndarray | None,
+        live: np.ndarray,
+        at: int,
+        k: int,
     ) -> list[ranking.Item]:
-        """The live items the retrievers found, best first (see `ranking`)."""
+        """The live items the retrievers found, best first (see `ranking`); `fulltext` is
+        the full-text query under way."""
         cache, pos = self.cache, self.cache.pos
-        fts = [
-            (pos[rid], -float(rank))
-            for rid, rank in self.store.fulltext(query, CANDIDATES * 4, len(pos))
-            if rid in pos and live[pos[rid]]
-        ][:CANDIDATES]
         vectors = cache.vectors
         dense = q is not None and vectors.rows > 0 and vectors.dim == len(q)
+        depth = max(CANDIDATES, k)
+        if dense:
+            top, cosines = vectors.nearest(q, live, depth)
+        fts = [
+            (pos[rid], -float(rank))
+            for rid, rank in fulltext.result()
+            if rid in pos and live[pos[rid]]
+        ][:depth]
         sims: dict[int, float] | None = None
         found: dict[int, dict[str, int]] = {}
         for rank, (p, _score) in enumerate(fts, start=1):
             found.setdefault(p, {})["fulltext"] = rank
         if dense:
-            top, cosines = vectors.nearest(q, live, CANDIDATES)
             sims = dict(zip(top.tolist(), cosines.tolist(), strict=True))
             for rank, p in enumerate(top.tolist(), start=1):
                 found.setdefault(p, {})["vector"] = rank
@@ -484,16 +505,17 @@ class Recall:
                 sims.update(zip(rest, vectors.cosines(q, np.array(rest)).tolist(), strict=True))
         if not found:
             return []
-        # Full-text evidence for every candidate (found by either retriever): the share of
-        # the query's term weight its passage holds.
-        texts = self.store.text_of([int(cache.ids[p]) for p in found])
+        # Full-text evidence: the share of the query's term weight a passage holds, for
+        # the passages full text found (one it did not find holds none of the rarer terms,
+        # and so falls below any useful share).
+        texts = self.store.text_of([int(cache.ids[p]) for p, _s in fts])
         term_weight = (
             ranking.term_weights(self.store.frequencies(query_terms(query), len(pos)), len(pos))
             if query
             else {}
         )
         fts_score = {
-            p: ranking.coverage(term_weight, texts.get(int(cache.ids[p]), "")) for p in found
+            p: ranking.coverage(term_weight, texts.get(int(cache.ids[p]), "")) for p, _s in fts
         }
         query_words = ranking.words(query) if query else set()
         items: dict[str, ranking.Item] = {}
@@ -509,12 +531,13 @@ class Recall:
                     item.best, item.time = p, int(cache.cols["vf"][p])
                 item.dense.append(max(sims.get(p, 0.0), 0.0))
             if query:
-                item.fulltext.append(fts_score[p])
+                item.fulltext.append(fts_score.get(p, 0.0))
             for name, rank in ranks.items():
                 item.ranks[name] = min(rank, item.ranks.get(name, rank))
             if a.startswith("fact/") and query_words:
                 facts.append((item, p))
         if facts:
+            texts.update(self.store.text_of([int(cache.ids[p]) for _i, p in facts]))
             for item, p in facts:
                 key = cache.meta[p][1].removeprefix("fact/")
                 text = texts.get(int(cache.ids[p]), "")
