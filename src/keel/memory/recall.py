@@ -1,7 +1,7 @@
-"""Hybrid recall: full text (BM25 on SQLite FTS5, ts_rank on PostgreSQL) and dense vectors,
-fused by reciprocal rank, nudged by recency, filtered by both time axes — and every result
-re-checked against the ledger view asked for, so recall never returns a fact that was not
-valid (or not yet known) at the time asked.
+"""Hybrid recall: full text (BM25 on SQLite FTS5, ts_rank on PostgreSQL) and dense vectors
+find candidate passages among the rows valid and known at the times asked; `ranking` orders
+the items they belong to; and every result is re-checked against the ledger view asked
+for, so recall never returns a fact that was not valid (or not yet known) at the time asked.
 
 The index is derived data and may be found broken — garbage or truncated bytes, tables
 dropped or altered — when it is opened or while it is in use. Recall then does not fail: it
