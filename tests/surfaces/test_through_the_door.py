@@ -186,6 +186,9 @@ SAMPLES: dict[str, tuple[list[str], str]] = {
     "secret rm": (["secret", "rm", "TOKEN"], "secret.rm"),
     "secret grant": (["secret", "grant", "TOKEN", "client"], "secret.grant"),
     "secret revoke": (["secret", "revoke", "TOKEN", "client"], "secret.revoke"),
+    "file read": (["file", "read", "/nonexistent/f.txt"], "file.read"),
+    "file write": (["file", "write", "/nonexistent/f.txt", "--expect", "0"], "file.write"),
+    "file history": (["file", "history", "/nonexistent/f.txt"], "file.history"),
 }
 #: Commands that call no single operation, and why.
 NOT_AN_OPERATION = {

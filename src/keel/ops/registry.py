@@ -45,6 +45,7 @@ MODULES = {
     "secret": "secrets",
     "canon": "cadence",
     "node": "nodes",
+    "file": "files",
 }
 
 Capability = str | Callable[[Any], str]

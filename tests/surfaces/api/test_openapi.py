@@ -134,6 +134,7 @@ OPERATOR_UNSAFE = {
     ("POST", f"{API}/vault/import"),
     ("POST", f"{API}/export"),
     ("POST", f"{API}/import"),
+    ("POST", f"{API}/files"),
     ("GET", f"{API}/events/stream"),
 }
 

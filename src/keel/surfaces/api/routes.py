@@ -102,6 +102,10 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/recall/reindex", "recall.reindex"),
     ("POST", "/vault/export", "vault.export"),
     ("POST", "/vault/import", "vault.import"),
+    # shared files
+    ("GET", "/files", "file.read"),
+    ("POST", "/files", "file.write"),
+    ("GET", "/files/history", "file.history"),
 ]
 
 #: Operations HTTP does not offer, and why: they act on the machine of whoever runs them.

@@ -16,6 +16,7 @@ import typer
 
 from . import (
     adapter,
+    file_cmds,
     governance_cmds,
     ledger_cmds,
     mcp_cmds,
@@ -98,6 +99,7 @@ mcp_cmds.register(app)
 governance_cmds.register(app)
 secret_cmds.register(app)
 node_cmds.register(app)
+file_cmds.register(app)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -88,6 +88,14 @@ TOOLS: dict[str, ToolSpec] = {
     ),
     "read_article": ToolSpec("wiki.article.show"),
     "write_article": ToolSpec("wiki.article.write"),
+    # Shared files in the roots the caller's pins grant.
+    "read_file": ToolSpec("file.read"),
+    "write_file": ToolSpec(
+        "file.write",
+        "Pass `expect`, the generation read_file returned: edits made since on other lines "
+        "are merged in; a conflict names the lines, and nothing is written.",
+    ),
+    "file_history": ToolSpec("file.history"),
     # The operator's own agents may also keep keel: the door refuses these to everyone else.
     "write_canon": ToolSpec("memory.canon.set"),
     "status": ToolSpec("status.show"),
