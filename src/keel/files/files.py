@@ -29,26 +29,23 @@ from typing import Any
 
 from ..errors import BadInput, Conflict, NotFound
 from ..ledger import Ledger, Signer
+from ..ledger.schema import declaration
 from .merge import describe, merge
 
 #: Anything larger is refused rather than truncated.
 MAX_BYTES = 8 * 1024 * 1024
 
 
-def _attr(ident: str, type_: str, doc: str, **kw: object) -> dict:
-    return {"attribute": ident, "type": type_, "doc": doc, **kw}
-
-
 DECLARATIONS = [
-    _attr("file/path", "string", "a shared file's absolute path", unique="identity"),
-    _attr("file/generation", "int", "the number of keel's writes to a file"),
-    _attr("file/of", "string", "the path a generation of a file belongs to"),
-    _attr("file/number", "int", "which generation of its file this is"),
-    _attr("file/content", "string", "a generation's content"),
-    _attr("file/sha256", "string", "the SHA-256 of a generation's content"),
-    _attr("file/size", "int", "a generation's size in bytes"),
-    _attr("file/expected", "int", "the generation the writer had read"),
-    _attr("file/merged", "bool", "whether the write was merged with a newer generation"),
+    declaration("file/path", "string", "a shared file's absolute path", unique="identity"),
+    declaration("file/generation", "int", "the number of keel's writes to a file"),
+    declaration("file/of", "string", "the path a generation of a file belongs to"),
+    declaration("file/number", "int", "which generation of its file this is"),
+    declaration("file/content", "string", "a generation's content"),
+    declaration("file/sha256", "string", "the SHA-256 of a generation's content"),
+    declaration("file/size", "int", "a generation's size in bytes"),
+    declaration("file/expected", "int", "the generation the writer had read"),
+    declaration("file/merged", "bool", "whether the write was merged with a newer generation"),
 ]
 
 

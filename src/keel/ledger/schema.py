@@ -79,6 +79,12 @@ BUILTIN: dict[str, Attribute] = {
 SCHEMA_ATTRS = ("db/ident", "db/type", "db/cardinality", "db/unique", "db/fulltext", "db/doc")
 
 
+def declaration(ident: str, type_: str, doc: str, **rules: object) -> dict:
+    """A declaration as `Ledger.declare` takes it, for modules that declare their own
+    attributes (memory, files)."""
+    return {"attribute": ident, "type": type_, "doc": doc, **rules}
+
+
 def parse_declaration(item: object, reserved_ok: bool = False) -> Attribute:
     """A user's declaration (one element of `keel schema add`) as an Attribute."""
     if not isinstance(item, dict):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from ..ledger.schema import declaration
+
 SURFACES = (
     "working",  # per agent or run, with an expiry (valid_to)
     "entity",  # the brain: people, organisations, projects, ...
@@ -32,46 +34,42 @@ FACT_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 MAX_TEXT = 4 * 1024 * 1024
 
 
-def _attr(ident: str, type_: str, doc: str, **kw: object) -> dict:
-    return {"attribute": ident, "type": type_, "doc": doc, **kw}
-
-
 DECLARATIONS = [
-    _attr("mem/surface", "string", "which memory surface an item belongs to"),
-    _attr("mem/text", "string", "the item's text (markdown)", fulltext=True),
-    _attr("mem/title", "string", "a short title", fulltext=True),
-    _attr("mem/source", "string", "where the item came from: a URL, file, session or person"),
-    _attr("mem/tags", "string", "free tags", cardinality="many"),
-    _attr("mem/at", "instant", "when the thing happened or was observed"),
-    _attr("mem/scope", "string", "working memory: the agent or run it belongs to"),
-    _attr("entity/slug", "string", "an entity's stable handle", unique="identity"),
-    _attr("entity/name", "string", "an entity's display name", fulltext=True),
-    _attr("entity/kind", "string", "person, organisation, project, place, concept, ..."),
-    _attr("entity/aliases", "string", "other names", cardinality="many"),
-    _attr("entity-kind/name", "string", "an entity kind added by schema", unique="identity"),
-    _attr("obs/entity", "ref", "the entity an observation is about"),
-    _attr("obs/fact", "string", "the fact key an observation sets, if any"),
-    _attr("obs/value", "string", "the value it sets the fact to"),
-    _attr("link/from", "ref", "the entity a link starts at"),
-    _attr("link/to", "ref", "the entity a link points to"),
-    _attr("link/type", "string", "what the link means (mentions, works_at, ...)"),
-    _attr("link/origin", "ref", "the observation or entity the link was extracted from"),
-    _attr("source/hash", "string", "sha256 of a source's content", unique="identity"),
-    _attr("source/topics", "string", "topics a source is about", cardinality="many"),
-    _attr("article/slug", "string", "a wiki article's handle", unique="identity"),
-    _attr("article/topic", "string", "the topic an article compiles"),
-    _attr("article/cites", "ref", "sources the article cites", cardinality="many"),
-    _attr("wikilog/op", "string", "an operation on the wiki (ingest, compile, fix)"),
-    _attr("wikilog/target", "string", "what the operation touched"),
-    _attr("decision/why", "string", "why it was decided", fulltext=True),
-    _attr("decision/alternatives", "string", "what else was considered", cardinality="many"),
-    _attr("decision/evidence", "string", "what supports it", cardinality="many"),
-    _attr("decision/by", "string", "who decided"),
-    _attr("decision/supersedes", "ref", "an earlier decision this replaces"),
-    _attr("canon/name", "string", "a canon document's handle", unique="identity"),
-    _attr("episode/agent", "string", "the agent whose session this was"),
-    _attr("episode/session", "string", "the tool's own session id", unique="identity"),
-    _attr("daybook/day", "string", "the operator's local date, YYYY-MM-DD"),
+    declaration("mem/surface", "string", "which memory surface an item belongs to"),
+    declaration("mem/text", "string", "the item's text (markdown)", fulltext=True),
+    declaration("mem/title", "string", "a short title", fulltext=True),
+    declaration("mem/source", "string", "where the item came from: a URL, file, session or person"),
+    declaration("mem/tags", "string", "free tags", cardinality="many"),
+    declaration("mem/at", "instant", "when the thing happened or was observed"),
+    declaration("mem/scope", "string", "working memory: the agent or run it belongs to"),
+    declaration("entity/slug", "string", "an entity's stable handle", unique="identity"),
+    declaration("entity/name", "string", "an entity's display name", fulltext=True),
+    declaration("entity/kind", "string", "person, organisation, project, place, concept, ..."),
+    declaration("entity/aliases", "string", "other names", cardinality="many"),
+    declaration("entity-kind/name", "string", "an entity kind added by schema", unique="identity"),
+    declaration("obs/entity", "ref", "the entity an observation is about"),
+    declaration("obs/fact", "string", "the fact key an observation sets, if any"),
+    declaration("obs/value", "string", "the value it sets the fact to"),
+    declaration("link/from", "ref", "the entity a link starts at"),
+    declaration("link/to", "ref", "the entity a link points to"),
+    declaration("link/type", "string", "what the link means (mentions, works_at, ...)"),
+    declaration("link/origin", "ref", "the observation or entity the link was extracted from"),
+    declaration("source/hash", "string", "sha256 of a source's content", unique="identity"),
+    declaration("source/topics", "string", "topics a source is about", cardinality="many"),
+    declaration("article/slug", "string", "a wiki article's handle", unique="identity"),
+    declaration("article/topic", "string", "the topic an article compiles"),
+    declaration("article/cites", "ref", "sources the article cites", cardinality="many"),
+    declaration("wikilog/op", "string", "an operation on the wiki (ingest, compile, fix)"),
+    declaration("wikilog/target", "string", "what the operation touched"),
+    declaration("decision/why", "string", "why it was decided", fulltext=True),
+    declaration("decision/alternatives", "string", "what else was considered", cardinality="many"),
+    declaration("decision/evidence", "string", "what supports it", cardinality="many"),
+    declaration("decision/by", "string", "who decided"),
+    declaration("decision/supersedes", "ref", "an earlier decision this replaces"),
+    declaration("canon/name", "string", "a canon document's handle", unique="identity"),
+    declaration("episode/agent", "string", "the agent whose session this was"),
+    declaration("episode/session", "string", "the tool's own session id", unique="identity"),
+    declaration("daybook/day", "string", "the operator's local date, YYYY-MM-DD"),
 ]
 
 #: Attributes whose values the recall index makes searchable.
